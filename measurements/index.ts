@@ -1,0 +1,25 @@
+import type { Config } from '../src/config'
+import { customSql } from './custom-sql'
+import { djangoSessions } from './django-sessions'
+import { djangoUsers } from './django-users'
+import type { Measurement } from './measurement'
+import { modelCount } from './model-count'
+import { pgStatActivity } from './pg-stat-activity'
+import { pgStatDatabase } from './pg-stat-database'
+import { parseDuration } from '../src/duration'
+
+/** Every poller the configuration asks for. `server` is the `server` tag of `postgresql`. */
+export function measurementsFromConfig (config: Config, server: string): Measurement[] {
+  const every = (interval?: string): number => interval === undefined ? config.pollInterval : parseDuration(interval)
+  const builtins: Measurement[] = [
+    pgStatDatabase(server, config.pollInterval),
+    pgStatActivity(config.pollInterval),
+    djangoSessions(config.pollInterval),
+    djangoUsers(config.pollInterval)
+  ]
+  return [
+    ...config.modelCounts.map(count => modelCount(count, every(count.interval))),
+    ...builtins.filter(m => !config.disabledPollers.includes(m.name as never)),
+    ...config.sqlMeasurements.map(sql => customSql(sql, every(sql.interval)))
+  ]
+}

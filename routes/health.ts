@@ -1,0 +1,56 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { version } from '../package.json'
+
+const Check = Type.Object({
+  name: Type.String(),
+  status: Type.Union([Type.Literal('pass'), Type.Literal('fail')]),
+  message: Type.Optional(Type.String())
+})
+type Check = typeof Check.static
+
+const Health = Type.Object({
+  name: Type.String(),
+  message: Type.String(),
+  status: Type.Literal('pass'),
+  checks: Type.Array(Check),
+  version: Type.String()
+})
+
+const Readiness = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('not ready')]),
+  checks: Type.Array(Check)
+})
+
+async function check (name: string, probe: () => Promise<unknown>): Promise<Check> {
+  try {
+    await probe()
+    return { name, status: 'pass' }
+  } catch (err) {
+    return { name, status: 'fail', message: (err as Error).message }
+  }
+}
+
+/** Probes for Kubernetes: liveness (/health, InfluxDB's shape), readiness (/ready) and /ping for Influx clients. */
+const health: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.get('/health', { schema: { response: { 200: Health } } }, async () => ({
+    name: 'metrics-sidecar', message: 'ready for queries and writes', status: 'pass' as const, checks: [], version
+  }))
+
+  fastify.get('/ready', { schema: { response: { 200: Readiness, 503: Readiness } } }, async (_request, reply) => {
+    const checks = await Promise.all([
+      check('postgres', async () => await fastify.pg.query('SELECT 1')),
+      check('sink', async () => {
+        const failure = fastify.writer.failure
+        if (failure !== undefined) throw new Error(failure)
+        await fastify.sink.check()
+      })
+    ])
+    const ready = checks.every(c => c.status === 'pass')
+    return await reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
+  })
+
+  fastify.get('/ping', { schema: { response: { 204: Type.Null() } } }, async (_request, reply) => await reply.code(204).send(null))
+}
+
+export default health

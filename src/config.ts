@@ -1,0 +1,170 @@
+import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
+import envSchema from 'env-schema'
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+import { DURATION_PATTERN, parseDuration } from './duration'
+
+/** Thrown for any bad setting; its message is the one line start-up prints. */
+export class ConfigError extends Error {
+  name = 'ConfigError'
+}
+
+const Duration = (defaultValue: string) => Type.String({ pattern: DURATION_PATTERN, default: defaultValue })
+const Optional = Type.Optional
+const NonEmpty = Type.String({ minLength: 1 })
+
+const EnvSchema = Type.Object({
+  HOST: Type.String({ default: '127.0.0.1' }),
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8186 }),
+  DATABASE_URL: Optional(NonEmpty),
+  INFLUX_URL: Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
+  INFLUX_TOKEN: Optional(NonEmpty),
+  INFLUX_ORG: Optional(NonEmpty),
+  INFLUX_BUCKET: Optional(NonEmpty),
+  SINK_FILE: Type.String({ minLength: 1, default: './metrics.lp' }),
+  POLL_INTERVAL: Duration('10s'),
+  SIDECAR_CONFIG: Optional(NonEmpty),
+  WRITE_TOKEN: Optional(NonEmpty),
+  QUERY_TOKEN: Optional(NonEmpty),
+  SPOOL_DIR: Optional(NonEmpty),
+  BUFFER_POINTS: Type.Integer({ minimum: 1, default: 100_000 }),
+  QUERY_TIMEOUT: Duration('30s'),
+  LOG_LEVEL: Type.Unsafe<string>({ type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' })
+})
+
+const Identifier = Type.String({ minLength: 1, maxLength: 200 })
+
+const ModelCountSchema = Type.Object({
+  measurement: Identifier,
+  table: Identifier,
+  groupBy: Identifier,
+  /** Group values always written, with count=0 when they have no rows. */
+  values: Optional(Type.Array(Type.String({ minLength: 1 }))),
+  interval: Optional(Type.String({ pattern: DURATION_PATTERN }))
+}, { additionalProperties: false })
+
+const SqlMeasurementSchema = Type.Object({
+  measurement: Identifier,
+  sql: NonEmpty,
+  /** Columns written as tags; every other column is a field. */
+  tags: Optional(Type.Array(Identifier)),
+  /** Columns written as fields (default: every column that is not a tag). */
+  fields: Optional(Type.Array(Identifier)),
+  interval: Optional(Type.String({ pattern: DURATION_PATTERN }))
+}, { additionalProperties: false })
+
+const FileSchema = Type.Object({
+  modelCounts: Optional(Type.Array(ModelCountSchema)),
+  sqlMeasurements: Optional(Type.Array(SqlMeasurementSchema)),
+  /** Built-in pollers to switch off, by measurement name. */
+  disable: Optional(Type.Array(Type.Union(['postgresql', 'postgresql_activity', 'django_sessions', 'django_users'].map(n => Type.Literal(n))))),
+  pollTimeout: Optional(Type.String({ pattern: DURATION_PATTERN })),
+  batchSize: Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
+  flushInterval: Optional(Type.String({ pattern: DURATION_PATTERN })),
+  maxRetryDelay: Optional(Type.String({ pattern: DURATION_PATTERN })),
+  bodyLimit: Optional(Type.Integer({ minimum: 1024 }))
+}, { additionalProperties: false })
+
+type FileConfig = Static<typeof FileSchema>
+export type ModelCountConfig = Static<typeof ModelCountSchema>
+export type SqlMeasurementConfig = Static<typeof SqlMeasurementSchema>
+export type BuiltinPoller = NonNullable<FileConfig['disable']>[number]
+
+export const DEFAULT_MODEL_COUNTS: ModelCountConfig[] = [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species' }]
+
+export interface Config {
+  host: string
+  port: number
+  databaseUrl?: string
+  influx?: { url: string, token?: string, org: string, bucket: string }
+  sinkFile: string
+  writeToken?: string
+  queryToken?: string
+  spoolDir?: string
+  logLevel: string
+  /** Milliseconds. */
+  pollInterval: number
+  pollTimeout: number
+  queryTimeout: number
+  flushInterval: number
+  maxRetryDelay: number
+  bufferPoints: number
+  batchSize: number
+  bodyLimit: number
+  modelCounts: ModelCountConfig[]
+  sqlMeasurements: SqlMeasurementConfig[]
+  disabledPollers: BuiltinPoller[]
+}
+
+interface AjvError { instancePath: string, message?: string, params?: Record<string, unknown> }
+
+function envError (error: Error & { errors?: AjvError[] }, env: NodeJS.ProcessEnv): ConfigError {
+  const first = error.errors?.[0]
+  if (first === undefined) return new ConfigError(error.message)
+  const name = first.instancePath.replace(/^\//, '')
+  const got = env[name] === undefined ? '' : ` (got ${JSON.stringify(env[name])})`
+  let message = first.params?.pattern === DURATION_PATTERN ? 'must be a duration like 500ms, 10s or 1m' : first.message
+  if (Array.isArray(first.params?.allowedValues)) message = `must be one of ${first.params.allowedValues.join(', ')}`
+  return new ConfigError(`${name} ${message ?? 'is invalid'}${got}`)
+}
+
+function readFileConfig (path: string): FileConfig {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(readFileSync(path, 'utf8'))
+  } catch (err) {
+    throw new ConfigError(`SIDECAR_CONFIG ${path}: ${(err as Error).message}`)
+  }
+  const first = Value.Errors(FileSchema, parsed).First()
+  if (first !== undefined) {
+    throw new ConfigError(`SIDECAR_CONFIG ${path}: ${first.path === '' ? '/' : first.path} ${first.message}`)
+  }
+  return parsed as FileConfig
+}
+
+const isLoopback = (host: string): boolean =>
+  host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
+
+/** Validates the environment (and the SIDECAR_CONFIG file it names) once, into one typed object. */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
+  let e: Static<typeof EnvSchema>
+  try {
+    e = envSchema<Static<typeof EnvSchema>>({ schema: EnvSchema, data: env, env: false })
+  } catch (err) {
+    throw envError(err as Error, env)
+  }
+  if (!isLoopback(e.HOST) && e.WRITE_TOKEN === undefined) {
+    throw new ConfigError(`HOST=${e.HOST} is not a loopback address: set WRITE_TOKEN so the push endpoints are not open to the network`)
+  }
+  if (e.INFLUX_URL !== undefined) {
+    for (const name of ['INFLUX_ORG', 'INFLUX_BUCKET'] as const) {
+      if (e[name] === undefined) throw new ConfigError(`${name} must be set when INFLUX_URL is set`)
+    }
+  }
+  const file: FileConfig = e.SIDECAR_CONFIG === undefined ? {} : readFileConfig(e.SIDECAR_CONFIG)
+  return {
+    host: e.HOST,
+    port: e.PORT,
+    databaseUrl: e.DATABASE_URL,
+    influx: e.INFLUX_URL === undefined
+      ? undefined
+      : { url: e.INFLUX_URL, token: e.INFLUX_TOKEN, org: e.INFLUX_ORG as string, bucket: e.INFLUX_BUCKET as string },
+    sinkFile: e.SINK_FILE,
+    writeToken: e.WRITE_TOKEN,
+    queryToken: e.QUERY_TOKEN,
+    spoolDir: e.SPOOL_DIR,
+    logLevel: e.LOG_LEVEL,
+    pollInterval: parseDuration(e.POLL_INTERVAL),
+    pollTimeout: parseDuration(file.pollTimeout ?? '5s'),
+    queryTimeout: parseDuration(e.QUERY_TIMEOUT),
+    flushInterval: parseDuration(file.flushInterval ?? '1s'),
+    maxRetryDelay: parseDuration(file.maxRetryDelay ?? '30s'),
+    bufferPoints: e.BUFFER_POINTS,
+    batchSize: file.batchSize ?? 5000,
+    bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,
+    modelCounts: file.modelCounts ?? DEFAULT_MODEL_COUNTS,
+    sqlMeasurements: file.sqlMeasurements ?? [],
+    disabledPollers: file.disable ?? []
+  }
+}

@@ -1,0 +1,33 @@
+import { access, constants, open, type FileHandle } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
+import { SinkError, type Sink } from './sink'
+
+/** Appends line protocol to a file: the embedded default when no InfluxDB is configured. */
+export class FileSink implements Sink {
+  readonly description: string
+  private handle?: Promise<FileHandle>
+
+  constructor (private readonly path: string) {
+    this.description = `file ${resolve(path)}`
+  }
+
+  async send (body: string): Promise<void> {
+    try {
+      this.handle ??= open(this.path, 'a')
+      await (await this.handle).appendFile(body)
+    } catch (err) {
+      this.handle = undefined
+      throw new SinkError(`cannot append to ${this.path}: ${(err as Error).message}`, 'retry')
+    }
+  }
+
+  async check (): Promise<void> {
+    await access(this.path, constants.W_OK).catch(async () => await access(dirname(resolve(this.path)), constants.W_OK))
+  }
+
+  async close (): Promise<void> {
+    const handle = this.handle
+    this.handle = undefined
+    if (handle !== undefined) await (await handle).close()
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * How the writer must treat a failed delivery:
+ * - `retry`: keep the batch and send it again later (network error, 429, 5xx);
+ * - `auth`: like retry, but the sidecar is not ready until it succeeds (401/403);
+ * - `reject`: the target refuses these points for good (400/422); isolate and drop the bad ones;
+ * - `too-large`: the batch is over the target's size limit (413); split it.
+ */
+export type FailureKind = 'retry' | 'auth' | 'reject' | 'too-large'
+
+export class SinkError extends Error {
+  name = 'SinkError'
+  constructor (
+    message: string,
+    readonly kind: FailureKind,
+    /** The delay the target asked for (Retry-After), in milliseconds. */
+    readonly retryAfterMs?: number
+  ) {
+    super(message)
+  }
+}
+
+/** Where points leave the sidecar. */
+export interface Sink {
+  /** Said at start-up, e.g. `InfluxDB http://influx:8086 bucket=app`. */
+  readonly description: string
+  /** Stores newline-terminated line protocol with nanosecond timestamps; rejects with a {@link SinkError}. */
+  send: (body: string) => Promise<void>
+  /** Throws when the target cannot be reached (readiness). */
+  check: () => Promise<void>
+  close: () => Promise<void>
+}
