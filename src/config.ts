@@ -54,6 +54,13 @@ const SqlMeasurementSchema = Type.Object({
   interval: Optional(Type.String({ pattern: DURATION_PATTERN }))
 }, { additionalProperties: false })
 
+const NamedQuerySchema = Type.Object({
+  /** Flux script; `{{bucket}}` stands for INFLUX_BUCKET. */
+  flux: NonEmpty,
+  /** How long a result is served from the cache. */
+  ttl: Optional(Type.String({ pattern: DURATION_PATTERN }))
+}, { additionalProperties: false })
+
 const FileSchema = Type.Object({
   modelCounts: Optional(Type.Array(ModelCountSchema)),
   sqlMeasurements: Optional(Type.Array(SqlMeasurementSchema)),
@@ -63,13 +70,26 @@ const FileSchema = Type.Object({
   batchSize: Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
   flushInterval: Optional(Type.String({ pattern: DURATION_PATTERN })),
   maxRetryDelay: Optional(Type.String({ pattern: DURATION_PATTERN })),
-  bodyLimit: Optional(Type.Integer({ minimum: 1024 }))
+  bodyLimit: Optional(Type.Integer({ minimum: 1024 })),
+  /** Named Flux queries served at GET /queries/:name, added to (or replacing) the built-in ones. */
+  queries: Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]{1,100}$' }), NamedQuerySchema))
 }, { additionalProperties: false })
 
 type FileConfig = Static<typeof FileSchema>
 export type ModelCountConfig = Static<typeof ModelCountSchema>
 export type SqlMeasurementConfig = Static<typeof SqlMeasurementSchema>
 export type BuiltinPoller = NonNullable<FileConfig['disable']>[number]
+
+export interface NamedQuery { flux: string, /** ms */ ttl: number }
+
+/** The seed's total derp count over the last minute (SPEC §6). */
+export const DERPS_TOTAL_FLUX = `from(bucket: "{{bucket}}")
+  |> range(start: -60s)
+  |> filter(fn: (r) => r._measurement == "derps" and r._field == "count")
+  |> group(columns: ["_time"])
+  |> sum()`
+
+const DEFAULT_QUERY_TTL = '10s'
 
 export const DEFAULT_MODEL_COUNTS: ModelCountConfig[] = [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species' }]
 
@@ -95,6 +115,7 @@ export interface Config {
   modelCounts: ModelCountConfig[]
   sqlMeasurements: SqlMeasurementConfig[]
   disabledPollers: BuiltinPoller[]
+  namedQueries: Record<string, NamedQuery>
 }
 
 interface AjvError { instancePath: string, message?: string, params?: Record<string, unknown> }
@@ -121,6 +142,14 @@ function readFileConfig (path: string): FileConfig {
     throw new ConfigError(`SIDECAR_CONFIG ${path}: ${first.path === '' ? '/' : first.path} ${first.message}`)
   }
   return parsed as FileConfig
+}
+
+function namedQueries (fromFile: NonNullable<FileConfig['queries']>, bucket = ''): Record<string, NamedQuery> {
+  const all: Record<string, { flux: string, ttl?: string }> = { 'derps-total': { flux: DERPS_TOTAL_FLUX }, ...fromFile }
+  return Object.fromEntries(Object.entries(all).map(([name, q]) => [name, {
+    flux: q.flux.replaceAll('{{bucket}}', bucket.replaceAll('\\', '\\\\').replaceAll('"', '\\"')),
+    ttl: parseDuration(q.ttl ?? DEFAULT_QUERY_TTL)
+  }]))
 }
 
 const isLoopback = (host: string): boolean =>
@@ -165,6 +194,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,
     modelCounts: file.modelCounts ?? DEFAULT_MODEL_COUNTS,
     sqlMeasurements: file.sqlMeasurements ?? [],
-    disabledPollers: file.disable ?? []
+    disabledPollers: file.disable ?? [],
+    namedQueries: namedQueries(file.queries ?? {}, e.INFLUX_BUCKET)
   }
 }

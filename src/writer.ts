@@ -79,7 +79,8 @@ export class Writer {
     this.queuedPoints += count
     this.queue.push({ body, count })
     this.stats.accepted[source] = (this.stats.accepted[source] ?? 0) + count
-    if (this.queuedPoints >= this.options.batchSize) this.wake?.()
+    // The first queued point starts the flush interval; a full batch goes at once.
+    if (this.queuedPoints === count || this.queuedPoints >= this.options.batchSize) this.wake?.()
     return true
   }
 

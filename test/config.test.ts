@@ -1,0 +1,76 @@
+import t from 'tap'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ConfigError, loadConfig } from '../src/config'
+
+const failure = (env: Record<string, string>): string => {
+  try {
+    loadConfig(env)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.message
+    throw err
+  }
+  throw new Error('expected a ConfigError')
+}
+
+t.test('defaults are the embedded ones of SPEC §2', async t => {
+  const config = loadConfig({})
+  t.match(config, {
+    host: '127.0.0.1',
+    port: 8186,
+    sinkFile: './metrics.lp',
+    influx: undefined,
+    pollInterval: 10_000,
+    queryTimeout: 30_000,
+    bufferPoints: 100_000,
+    logLevel: 'info',
+    modelCounts: [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species' }]
+  })
+  t.match(config.namedQueries['derps-total'].flux, /r._measurement == "derps"/)
+})
+
+t.test('durations accept ms, s, m and h', async t => {
+  t.equal(loadConfig({ POLL_INTERVAL: '500ms' }).pollInterval, 500)
+  t.equal(loadConfig({ POLL_INTERVAL: '1m' }).pollInterval, 60_000)
+  t.equal(loadConfig({ QUERY_TIMEOUT: '2h' }).queryTimeout, 7_200_000)
+})
+
+t.test('a bad variable is one line naming it and the value', async t => {
+  t.equal(failure({ PORT: 'notaport' }), 'PORT must be integer (got "notaport")')
+  t.equal(failure({ PORT: '70000' }), 'PORT must be <= 65535 (got "70000")')
+  t.equal(failure({ POLL_INTERVAL: '10' }), 'POLL_INTERVAL must be a duration like 500ms, 10s or 1m (got "10")')
+  t.equal(failure({ BUFFER_POINTS: '0' }), 'BUFFER_POINTS must be >= 1 (got "0")')
+  t.match(failure({ LOG_LEVEL: 'loud' }), /^LOG_LEVEL must be one of fatal, error, warn, info, debug/)
+  t.match(failure({ INFLUX_URL: 'influx:8086' }), /^INFLUX_URL must match pattern/)
+  t.equal(failure({ INFLUX_URL: 'http://influx:8086', INFLUX_ORG: 'o' }), 'INFLUX_BUCKET must be set when INFLUX_URL is set')
+  for (const message of [failure({ PORT: 'x' }), failure({ HOST: '0.0.0.0' })]) t.notMatch(message, /\n/)
+})
+
+t.test('a non-loopback HOST needs WRITE_TOKEN', async t => {
+  t.match(failure({ HOST: '0.0.0.0' }), /^HOST=0.0.0.0 is not a loopback address: set WRITE_TOKEN/)
+  t.equal(loadConfig({ HOST: '0.0.0.0', WRITE_TOKEN: 'secret' }).host, '0.0.0.0')
+  t.equal(loadConfig({ HOST: 'localhost' }).host, 'localhost')
+  t.equal(loadConfig({ HOST: '::1' }).host, '::1')
+})
+
+t.test('SIDECAR_CONFIG adds model counts, SQL measurements and named queries', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-config-'))
+  const path = join(dir, 'sidecar.json')
+  await writeFile(path, JSON.stringify({
+    modelCounts: [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species', values: ['dog', 'cat'] }],
+    sqlMeasurements: [{ measurement: 'orders', sql: 'SELECT 1 AS n', interval: '1m' }],
+    queries: { species: { flux: 'from(bucket: "{{bucket}}") |> range(start: -1h)', ttl: '5s' } }
+  }))
+  const config = loadConfig({ SIDECAR_CONFIG: path, INFLUX_URL: 'http://influx:8086', INFLUX_ORG: 'o', INFLUX_BUCKET: 'app' })
+  t.same(config.modelCounts[0].values, ['dog', 'cat'])
+  t.equal(config.sqlMeasurements[0].sql, 'SELECT 1 AS n')
+  t.same(config.namedQueries.species, { flux: 'from(bucket: "app") |> range(start: -1h)', ttl: 5000 })
+  t.ok(config.namedQueries['derps-total'], 'the built-in query stays')
+
+  await writeFile(path, JSON.stringify({ modelCounts: [{ measurement: 'derps', table: 42 }] }))
+  t.match(failure({ SIDECAR_CONFIG: path }), new RegExp(`^SIDECAR_CONFIG ${path}: /modelCounts/0/`))
+  await writeFile(path, '{ not json')
+  t.match(failure({ SIDECAR_CONFIG: path }), /^SIDECAR_CONFIG .*JSON/)
+  t.match(failure({ SIDECAR_CONFIG: join(dir, 'missing.json') }), /ENOENT/)
+})

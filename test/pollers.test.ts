@@ -1,0 +1,132 @@
+import t from 'tap'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { addDerps, buildTestApp, createDatabase, latestBy, sql, startVictoriaMetrics, waitFor } from './helper'
+
+t.test('polled points land in a real InfluxDB-compatible store', async t => {
+  const db = await createDatabase(t)
+  const vm = await startVictoriaMetrics(t)
+  await addDerps(db, { dog: 3, cat: 2, 'sea lion': 1 })
+  await sql(db, `UPDATE auth_user SET last_login = now() - interval '2 hours'`)
+  await sql(db, `INSERT INTO django_session VALUES ('live', 'x', now() + interval '1 day'), ('gone', 'x', now() - interval '1 day')`)
+  const env = { DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'org', INFLUX_BUCKET: 'app', POLL_INTERVAL: '200ms' }
+  await buildTestApp(t, env)
+
+  const counts = await waitFor(async () => {
+    const latest = latestBy(await vm.export('{__name__="derps_count"}'), 'species')
+    return latest['sea lion'] === 1 ? latest : undefined
+  }, 'derps counts')
+  t.same(counts, { dog: 3, cat: 2, 'sea lion': 1 }, 'one series per species, tag names as in SPEC §3')
+
+  await sql(db, `DELETE FROM derps_derp WHERE species = 'cat'`)
+  await waitFor(async () => latestBy(await vm.export('{__name__="derps_count"}'), 'species').cat === 0, 'cat count to drop to 0')
+  t.pass('a species whose last derp was deleted is written as count=0')
+
+  const sessions = await vm.export('{__name__="django_sessions_active"}')
+  t.equal(sessions[0].values.at(-1), 1, 'only unexpired sessions are active')
+  const users = await vm.export('{__name__=~"django_users_.*"}')
+  t.same(latestBy(users, '__name__'), { django_users_total: 1, django_users_logged_in_1h: 0, django_users_logged_in_24h: 1 })
+
+  const dbName = new URL(db).pathname.slice(1)
+  const commits = await vm.export(`{__name__="postgresql_xact_commit",db="${dbName}"}`)
+  t.equal(commits.length, 1)
+  t.match(commits[0].metric.server, /^host=127\.0\.0\.1 port=5432 dbname=sidecar_test_\w+ user=postgres$/)
+  t.notMatch(commits[0].metric.server, /password/)
+  for (const field of ['numbackends', 'blks_hit', 'tup_fetched', 'deadlocks', 'blk_read_time']) {
+    t.equal((await vm.export(`{__name__="postgresql_${field}",db="${dbName}"}`)).length, 1, `postgresql ${field}`)
+  }
+  const activity = await vm.export(`{__name__="postgresql_activity_count",db="${dbName}"}`)
+  t.ok(activity.some(s => s.metric.state === 'active'), 'connections by state')
+})
+
+t.test('points are typed: counts are integers in line protocol', async t => {
+  const db = await createDatabase(t)
+  await addDerps(db, { dog: 2 })
+  const sinkFile = join(await mkdtemp(join(tmpdir(), 'sink-')), 'metrics.lp')
+  const app = await buildTestApp(t, { DATABASE_URL: db, SINK_FILE: sinkFile }, { poll: false })
+  const lines: string[] = []
+  for (const m of app.scheduler.measurements) {
+    await app.scheduler.pollOnce(m, points => lines.push(...points.map(p => `${p.measurement} ${JSON.stringify(p.fields, (_k, v) => typeof v === 'bigint' ? `${v}i` : v)}`)))
+  }
+  t.ok(lines.includes('derps {"count":"2i"}'))
+  t.ok(lines.some(l => /^postgresql \{.*"xact_commit":"\d+i".*"blk_read_time":\d/.test(l)), 'int8 columns as integers, float8 as floats')
+})
+
+t.test('missing Django tables: reported once, polled again, the other pollers go on', async t => {
+  const db = await createDatabase(t, { django: false })
+  const vm = await startVictoriaMetrics(t)
+  const logs: Array<{ level: number, msg: string, poller?: string }> = []
+  const { Writable } = await import('node:stream')
+  const stream = new Writable({ write (chunk, _e, done) { logs.push(JSON.parse(String(chunk))); done() } })
+  const app = await buildTestApp(t, { DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', POLL_INTERVAL: '100ms' },
+    { logger: { level: 'debug', stream } })
+
+  await waitFor(() => (app.scheduler.stats.get('derps')?.errors ?? 0) >= 4, 'several failed derps polls')
+  const warnings = logs.filter(l => l.level === 40 && l.poller === 'derps')
+  t.equal(warnings.length, 1, 'the missing table is reported once')
+  t.ok(logs.some(l => l.level === 20 && l.poller === 'derps'), 'later failures only at debug level')
+  await waitFor(async () => (await vm.export('{__name__="postgresql_numbackends"}')).length > 0, 'postgresql points')
+  t.pass('pg_stat_database is still polled')
+
+  await sql(db, 'CREATE TABLE derps_derp (id serial PRIMARY KEY, species text NOT NULL)')
+  await sql(db, `INSERT INTO derps_derp (species) VALUES ('axolotl')`)
+  await waitFor(async () => latestBy(await vm.export('{__name__="derps_count"}'), 'species').axolotl === 1, 'derps once the table exists')
+  t.ok(logs.some(l => l.level === 30 && l.poller === 'derps' && /works again/.test(l.msg)), 'recovery is logged')
+})
+
+t.test('custom SQL measurements stream through a cursor, read-only, with a statement timeout', async t => {
+  const db = await createDatabase(t)
+  const vm = await startVictoriaMetrics(t)
+  await sql(db, 'CREATE TABLE orders (id serial PRIMARY KEY, shop text NOT NULL, total numeric NOT NULL, paid boolean NOT NULL, note text)')
+  await sql(db, `INSERT INTO orders (shop, total, paid, note) SELECT 'shop' || (g % 1500), g * 1.5, g % 2 = 0, 'n' || g FROM generate_series(1, 3000) g`)
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  const configFile = join(dir, 'sidecar.json')
+  await writeFile(configFile, JSON.stringify({
+    pollTimeout: '300ms',
+    disable: ['postgresql', 'postgresql_activity', 'django_sessions', 'django_users'],
+    sqlMeasurements: [
+      { measurement: 'shop_orders', sql: 'SELECT shop, count(*) AS orders, sum(total) AS revenue, bool_and(paid) AS all_paid FROM orders GROUP BY shop', tags: ['shop'] },
+      { measurement: 'slow', sql: 'SELECT pg_sleep(5) IS NULL AS slept' },
+      { measurement: 'sneaky', sql: 'INSERT INTO orders (shop, total, paid) VALUES (\'x\', 1, true) RETURNING id' }
+    ]
+  }))
+  const app = await buildTestApp(t, { DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', POLL_INTERVAL: '200ms', SIDECAR_CONFIG: configFile })
+
+  const orders = await waitFor(async () => {
+    const series = await vm.export('{__name__="shop_orders_orders"}')
+    return series.length === 1500 ? series : undefined
+  }, '1500 shop series')
+  t.equal(orders.length, 1500, 'every row of a result larger than one cursor batch is a point')
+  const revenue = latestBy(await vm.export('{__name__="shop_orders_revenue",shop="shop7"}'), 'shop')
+  t.equal(revenue.shop7, 1.5 * (7 + 1507), 'numeric as float')
+  t.equal((await vm.export('{__name__="shop_orders_all_paid",shop="shop0"}'))[0].values[0], 1, 'boolean field')
+
+  await waitFor(() => (app.scheduler.stats.get('slow')?.errors ?? 0) > 0 && (app.scheduler.stats.get('sneaky')?.errors ?? 0) > 0, 'failures')
+  t.match(app.scheduler.stats.get('slow')?.lastError, /statement timeout/)
+  t.match(app.scheduler.stats.get('sneaky')?.lastError, /read-only transaction/)
+  t.equal((await sql(db, 'SELECT count(*)::int AS n FROM orders')).rows[0].n, 3000, 'nothing was written to the app database')
+  t.ok((app.scheduler.stats.get('derps')?.polls ?? 0) > 0, 'other pollers keep running')
+})
+
+t.test('a poller never overlaps itself', async t => {
+  const db = await createDatabase(t)
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  const configFile = join(dir, 'sidecar.json')
+  await writeFile(configFile, JSON.stringify({
+    disable: ['postgresql', 'postgresql_activity', 'django_sessions', 'django_users'],
+    sqlMeasurements: [{ measurement: 'sleepy', sql: 'SELECT count(*) AS n FROM pg_stat_activity, pg_sleep(0.3) WHERE query LIKE \'%pg_sleep(0.3)%\' AND state = \'active\'' }]
+  }))
+  const app = await buildTestApp(t, { DATABASE_URL: db, SINK_FILE: join(dir, 'm.lp'), POLL_INTERVAL: '10ms', SIDECAR_CONFIG: configFile })
+  const seen: bigint[] = []
+  const measurement = app.scheduler.measurements.find(m => m.name === 'sleepy')
+  t.ok(measurement)
+  await waitFor(() => (app.scheduler.stats.get('sleepy')?.polls ?? 0) >= 4, 'four polls')
+  await app.scheduler.stop()
+  await app.writer.close(Date.now() + 1000)
+  const lines = (await import('node:fs')).readFileSync(join(dir, 'm.lp'), 'utf8')
+  for (const match of lines.matchAll(/^sleepy n=(\d+)i/gm)) seen.push(BigInt(match[1]))
+  t.ok(seen.length >= 4, 'every poll was written')
+  t.ok(seen.every(n => n === 1n), `at most one sleepy poll runs at a time (${seen.join(',')})`)
+  t.ok((app.scheduler.stats.get('sleepy')?.lastDurationMs ?? 0) >= 300)
+})

@@ -1,0 +1,68 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { existsSync, readFileSync } from 'node:fs'
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { addDerps, createDatabase, freePort, latestBy, startVictoriaMetrics, waitFor } from './helper'
+
+const SERVER = join(__dirname, '..', 'dist', 'src', 'server.js')
+
+/** The compiled service as `npm start` runs it (npm test builds it first). */
+function startServer (env: Record<string, string>): { exited: Promise<number | null>, stdout: () => string, stderr: () => string, kill: (signal: NodeJS.Signals) => void } {
+  const child = spawn(process.execPath, [SERVER], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', chunk => { stdout += chunk })
+  child.stderr.on('data', chunk => { stderr += chunk })
+  const exited = new Promise<number | null>(resolve => child.once('exit', code => resolve(code)))
+  return { exited, stdout: () => stdout, stderr: () => stderr, kill: signal => child.kill(signal) }
+}
+
+t.before(() => {
+  if (!existsSync(SERVER)) throw new Error(`${SERVER} is missing: run npm run build (npm test does)`)
+})
+
+t.test('polls into InfluxDB, serves probes, and exits 0 on SIGTERM after flushing', async t => {
+  const db = await createDatabase(t)
+  const vm = await startVictoriaMetrics(t)
+  await addDerps(db, { corgi: 4, tabby: 2 })
+  const port = await freePort()
+  const server = startServer({ DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'org', INFLUX_BUCKET: 'app', POLL_INTERVAL: '1s', PORT: String(port) })
+  t.teardown(() => server.kill('SIGKILL'))
+  const base = `http://127.0.0.1:${port}`
+  await waitFor(async () => (await fetch(`${base}/ready`)).status === 200, 'readiness')
+  t.match(await (await fetch(`${base}/health`)).json(), { status: 'pass' })
+  t.equal((await fetch(`${base}/ping`)).status, 204)
+  t.match(server.stdout(), /points go to InfluxDB http:\/\/127\.0\.0\.1:\d+ org=org bucket=app/)
+
+  await waitFor(async () => latestBy(await vm.export('{__name__="derps_count"}'), 'species').tabby === 2, 'derps in the store')
+  const before = (await vm.export('{__name__="derps_count",species="corgi"}'))[0].values.length
+  server.kill('SIGTERM')
+  const started = Date.now()
+  t.equal(await server.exited, 0, 'clean exit')
+  t.ok(Date.now() - started < 10_000, 'within the grace period')
+  t.ok((await vm.export('{__name__="derps_count",species="corgi"}'))[0].values.length >= before, 'nothing polled was lost on the way out')
+})
+
+t.test('without INFLUX_URL the points go to SINK_FILE as line protocol', async t => {
+  const db = await createDatabase(t)
+  await addDerps(db, { pug: 3 })
+  const sinkFile = join(await mkdtemp(join(tmpdir(), 'sink-')), 'metrics.lp')
+  const server = startServer({ DATABASE_URL: db, SINK_FILE: sinkFile, POLL_INTERVAL: '500ms', PORT: String(await freePort()) })
+  t.teardown(() => server.kill('SIGKILL'))
+  await waitFor(() => existsSync(sinkFile) && /^derps,species=pug count=3i \d{19}$/m.test(readFileSync(sinkFile, 'utf8')), 'derps lines in the file')
+  t.match(server.stdout(), new RegExp(`points go to file ${sinkFile}`))
+  server.kill('SIGTERM')
+  t.equal(await server.exited, 0)
+  t.match(readFileSync(sinkFile, 'utf8'), /^postgresql,db=sidecar_test_\w+,server=host\\=127\.0\.0\.1\\ port\\=5432\\ dbname\\=sidecar_test_\w+\\ user\\=postgres .*xact_commit=\d+i/m)
+})
+
+t.test('a bad variable stops start-up with one clear line', async t => {
+  const server = startServer({ PORT: 'notaport' })
+  t.equal(await server.exited, 2)
+  t.equal(server.stderr(), 'metrics-sidecar: invalid configuration: PORT must be integer (got "notaport")\n')
+  const open = startServer({ HOST: '0.0.0.0' })
+  t.equal(await open.exited, 2)
+  t.match(open.stderr(), /^metrics-sidecar: invalid configuration: HOST=0\.0\.0\.0 is not a loopback address: set WRITE_TOKEN/)
+})

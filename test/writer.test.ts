@@ -1,0 +1,165 @@
+import t from 'tap'
+import { createServer, type IncomingMessage } from 'node:http'
+import { gunzipSync } from 'node:zlib'
+import pino from 'pino'
+import { InfluxSink, retryAfterMs } from '../src/sinks/influxdb'
+import { Writer, type WriterOptions } from '../src/writer'
+import { freePort, latestBy, startVictoriaMetrics, waitFor, type VictoriaMetrics } from './helper'
+
+type Test = Parameters<Parameters<typeof t.test>[1]>[0]
+
+interface Received { url: string, headers: IncomingMessage['headers'], body: string, at: number }
+type Answer = { status: number, headers?: Record<string, string>, body?: string } | 'forward'
+
+/**
+ * InfluxDB as the writer meets it in production: it may answer 429/5xx/4xx. `answer` decides per
+ * request; 'forward' hands the request to a real VictoriaMetrics, where the test counts what landed.
+ */
+async function influxFront (t: Test, vm: VictoriaMetrics, answer: (request: Received, n: number) => Answer): Promise<{ url: string, received: Received[] }> {
+  const received: Received[] = []
+  const port = await freePort()
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', c => chunks.push(c)).on('end', () => {
+      const raw = Buffer.concat(chunks)
+      const body = (req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString()
+      const request = { url: req.url ?? '', headers: req.headers, body, at: Date.now() }
+      received.push(request)
+      const decision = answer(request, received.length)
+      if (decision !== 'forward') {
+        res.writeHead(decision.status, { 'content-type': 'application/json', ...decision.headers }).end(decision.body ?? '')
+        return
+      }
+      fetch(`${vm.url}${req.url ?? ''}`, { method: 'POST', body }).then(r => res.writeHead(r.status).end(), () => res.writeHead(502).end())
+    })
+  })
+  await new Promise<void>(resolve => server.listen(port, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  return { url: `http://127.0.0.1:${port}`, received }
+}
+
+const options = (overrides: Partial<WriterOptions> = {}): WriterOptions => ({
+  batchSize: 100, flushInterval: 50, bufferPoints: 10_000, maxRetryDelay: 2000, log: pino({ level: 'silent' }), ...overrides
+})
+
+const lines = (name: string, from: number, count: number): string =>
+  Array.from({ length: count }, (_, i) => `${name},n=${from + i} v=${from + i}i ${1_700_000_000_000_000_000 + from + i}\n`).join('')
+
+const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}): Writer => {
+  const writer = new Writer(new InfluxSink({ url, token: 'server-token', org: 'org', bucket: 'app' }), options(overrides))
+  t.teardown(async () => await writer.close(Date.now()))
+  return writer
+}
+
+t.test('Retry-After is read in seconds (or as an HTTP date)', async t => {
+  t.equal(retryAfterMs('2'), 2000)
+  t.equal(retryAfterMs(' 0 '), 0)
+  t.equal(retryAfterMs(new Date(61_000).toUTCString(), 1_000), 60_000)
+  t.equal(retryAfterMs(undefined), undefined)
+  t.equal(retryAfterMs('soon'), undefined)
+})
+
+t.test('batches are gzipped, name precision=ns, carry the token, and land in the store', async t => {
+  const vm = await startVictoriaMetrics(t)
+  const front = await influxFront(t, vm, () => 'forward')
+  const writer = startWriter(t, front.url)
+  for (let i = 0; i < 250; i += 10) t.ok(writer.accept(lines('batched', i, 10), 10, 'test'))
+  await waitFor(() => writer.stats.written === 250, 'all points written')
+  t.equal(front.received.length, 3, '250 points in batches of at most 100')
+  for (const request of front.received) {
+    t.match(request.url, /^\/api\/v2\/write\?org=org&bucket=app&precision=ns$/)
+    t.equal(request.headers.authorization, 'Token server-token')
+    t.equal(request.headers['content-encoding'], 'gzip')
+  }
+  t.equal((await vm.export('{__name__="batched_v"}')).length, 250)
+  t.same(writer.stats.accepted, { test: 250 })
+  t.equal(writer.bufferedPoints, 0)
+})
+
+t.test('429 and 5xx are retried after Retry-After seconds; nothing is lost', async t => {
+  const vm = await startVictoriaMetrics(t)
+  const front = await influxFront(t, vm, (_r, n) => n === 1
+    ? { status: 429, headers: { 'retry-after': '1' }, body: '{"code":"too many requests","message":"slow down"}' }
+    : n === 2 ? { status: 503, body: '{"code":"unavailable","message":"restarting"}' } : 'forward')
+  const writer = startWriter(t, front.url)
+  t.ok(writer.accept(lines('retried', 0, 50), 50, 'test'))
+  await waitFor(() => writer.stats.written === 50, 'points written after retries')
+  t.equal(front.received.length, 3)
+  t.ok(front.received[1].at - front.received[0].at >= 950, 'waited the Retry-After second, not a millisecond')
+  t.equal(writer.stats.retries, 2)
+  t.equal(front.received[2].body, front.received[0].body, 'the same batch is sent again')
+  t.equal((await vm.export('{__name__="retried_v"}')).length, 50)
+  t.equal(writer.failure, undefined, 'healthy again once a write succeeds')
+})
+
+t.test('network errors are retried with backoff and reported until the store is back', async t => {
+  const vm = await startVictoriaMetrics(t)
+  await vm.stop()
+  const writer = startWriter(t, vm.url, { maxRetryDelay: 300 })
+  t.ok(writer.accept(lines('outage', 0, 20), 20, 'test'))
+  await waitFor(() => writer.stats.retries >= 2, 'retries')
+  t.match(writer.failure, /InfluxDB unreachable/)
+  t.equal(writer.bufferedPoints, 20, 'points are kept while the store is away')
+  await vm.start()
+  await waitFor(() => writer.stats.written === 20, 'delivery after the outage')
+  t.equal((await vm.export('{__name__="outage_v"}')).length, 20)
+})
+
+t.test('a point InfluxDB refuses (400) is isolated and dropped; its neighbours land', async t => {
+  const vm = await startVictoriaMetrics(t)
+  const front = await influxFront(t, vm, request => request.body.includes('poison')
+    ? { status: 400, body: '{"code":"invalid","message":"field type conflict"}' }
+    : 'forward')
+  const writer = startWriter(t, front.url)
+  const body = lines('mixed', 0, 40) + 'mixed,n=poison v="text" 1700000000000000999\n' + lines('mixed', 40, 39)
+  t.ok(writer.accept(body, 80, 'test'))
+  await waitFor(() => writer.stats.written + writer.stats.dropped.rejected === 80, 'every point accounted for')
+  t.equal(writer.stats.written, 79)
+  t.equal(writer.stats.dropped.rejected, 1)
+  t.equal((await vm.export('{__name__="mixed_v"}')).length, 79)
+  t.ok(front.received.length < 20, `isolated by halving (${front.received.length} requests)`)
+})
+
+t.test('401 keeps the points and reports not-ready until the token works', async t => {
+  const vm = await startVictoriaMetrics(t)
+  let authorised = false
+  const front = await influxFront(t, vm, () => authorised ? 'forward' : { status: 401, body: '{"code":"unauthorized","message":"unauthorized access"}' })
+  const writer = startWriter(t, front.url, { maxRetryDelay: 200 })
+  t.ok(writer.accept(lines('auth', 0, 5), 5, 'test'))
+  await waitFor(() => writer.failure, 'the failure to be reported')
+  t.match(writer.failure, /401: unauthorized access/)
+  authorised = true
+  await waitFor(() => writer.stats.written === 5, 'delivery once authorised')
+  t.equal(writer.stats.dropped.rejected, 0)
+})
+
+t.test('a full buffer refuses new points instead of dropping them silently', async t => {
+  const vm = await startVictoriaMetrics(t)
+  await vm.stop()
+  const writer = startWriter(t, vm.url, { bufferPoints: 100, maxRetryDelay: 200 })
+  t.ok(writer.accept(lines('full', 0, 60), 60, 'push'))
+  t.notOk(writer.accept(lines('full', 60, 60), 60, 'push'), 'over the limit: refused, for the caller to retry')
+  writer.acceptOrDrop(lines('full', 120, 60), 60, 'poll')
+  t.equal(writer.stats.dropped.buffer_full, 60, 'a poller cannot retry: the drop is counted')
+  t.ok(writer.accept(lines('full', 200, 40), 40, 'push'), 'what still fits is accepted')
+  t.equal(writer.bufferedPoints, 100)
+})
+
+t.test('close() delivers what is buffered; what cannot be delivered by the deadline is counted', async t => {
+  const vm = await startVictoriaMetrics(t)
+  const writer = startWriter(t, vm.url, { flushInterval: 60_000 })
+  t.ok(writer.accept(lines('closing', 0, 30), 30, 'test'))
+  await writer.close(Date.now() + 5000)
+  t.equal(writer.stats.written, 30, 'flushed without waiting for the interval')
+  t.same(latestBy(await vm.export('{__name__="closing_v",n="7"}'), 'n'), { 7: 7 })
+  t.notOk(writer.accept(lines('closing', 30, 1), 1, 'test'), 'nothing is accepted after close')
+
+  await vm.stop()
+  const stuck = startWriter(t, vm.url)
+  t.ok(stuck.accept(lines('stuck', 0, 7), 7, 'test'))
+  const started = Date.now()
+  await stuck.close(Date.now() + 500)
+  t.ok(Date.now() - started < 2000, 'close keeps its deadline')
+  t.equal(stuck.stats.dropped.shutdown, 7)
+  t.equal(stuck.bufferedPoints, 0)
+})
