@@ -1,7 +1,9 @@
 import type { FieldValue, Point } from './point'
 
-const MEASUREMENT_SPECIAL = /[, \n\r\t\\]/g
-const KEY_SPECIAL = /[,= \n\r\t\\]/g
+// InfluxDB unescapes only these characters outside strings; a backslash before anything
+// else is kept as it is, so backslashes are not escaped (that would double them).
+const MEASUREMENT_SPECIAL = /[, \n\r\t]/g
+const KEY_SPECIAL = /[,= \n\r\t]/g
 const STRING_SPECIAL = /["\\]/g
 
 const escapeChar = (c: string): string => {
@@ -22,23 +24,49 @@ export function formatFieldValue (value: FieldValue): string | undefined {
     case 'bigint': return `${value}i`
     case 'boolean': return value ? 'true' : 'false'
     case 'string': return `"${value.replace(STRING_SPECIAL, '\\$&')}"`
-    default: return Number.isFinite(value) ? String(value) : undefined
+    default: return Number.isFinite(value) ? formatFloat(value) : undefined
   }
 }
 
-/** One line of line protocol (without the trailing newline), or undefined when no field is representable. */
+/** As Go's strconv.FormatFloat(x, 'g', -1, 64), which InfluxData's encoder uses: 1e+06, 0.0001, 1e-05. */
+function formatFloat (x: number): string {
+  if (x === 0) return Object.is(x, -0) ? '-0' : '0'
+  const [mantissa, e] = x.toExponential().split('e') // shortest round-trip digits
+  const sign = x < 0 ? '-' : ''
+  const digits = mantissa.replace(/^-/, '').replace('.', '')
+  const exp = Number(e)
+  if (exp < -4 || exp >= 6) {
+    const fraction = digits.length > 1 ? `.${digits.slice(1)}` : ''
+    return `${sign}${digits[0]}${fraction}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`
+  }
+  if (exp < 0) return `${sign}0.${'0'.repeat(-exp - 1)}${digits}`
+  const fraction = digits.length > exp + 1 ? `.${digits.slice(exp + 1)}` : ''
+  return `${sign}${digits.slice(0, exp + 1).padEnd(exp + 1, '0')}${fraction}`
+}
+
+/** A trailing backslash would escape the separator after it, so such names cannot be written. */
+const writable = (s: string): boolean => s !== '' && !s.endsWith('\\')
+
+/**
+ * One line of line protocol (without the trailing newline), or undefined when no field is
+ * representable or the measurement or a tag cannot be written (empty, or ending in a backslash).
+ * Tags with an empty value are left out.
+ */
 export function formatPoint (point: Point): string | undefined {
+  if (!writable(point.measurement)) return undefined
   let line = escapeMeasurement(point.measurement)
   if (point.tags !== undefined) {
     for (const key of Object.keys(point.tags).sort()) {
       const value = point.tags[key]
-      if (value !== '') line += `,${escapeKey(key)}=${escapeKey(value)}`
+      if (value === '') continue
+      if (!writable(key) || !writable(value)) return undefined
+      line += `,${escapeKey(key)}=${escapeKey(value)}`
     }
   }
   let separator = ' '
   for (const key of Object.keys(point.fields)) {
     const value = formatFieldValue(point.fields[key])
-    if (value === undefined) continue
+    if (value === undefined || !writable(key)) continue
     line += `${separator}${escapeKey(key)}=${value}`
     separator = ','
   }
