@@ -1,12 +1,26 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifySchemaValidationError } from 'fastify'
 import sensible from '@fastify/sensible'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config'
 import configPlugin from '../plugins/config'
+import errors from '../plugins/errors'
 import postgres from '../plugins/postgres'
 import scheduler from '../plugins/scheduler'
 import writer from '../plugins/writer'
+import beacons from '../routes/beacons'
 import health from '../routes/health'
+import write from '../routes/write'
+
+/**
+ * One line naming the value at fault. With unions ajv reports every branch it tried; the deepest
+ * error is the one that names the field.
+ */
+function schemaErrorFormatter (errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const deepest = errors.reduce((a, b) => (b.instancePath.length > a.instancePath.length ? b : a))
+  const allowed = deepest.params.allowedValues as unknown[] | undefined
+  const message = allowed === undefined ? deepest.message : `must be one of ${allowed.join(', ')}`
+  return new Error(`${dataVar}${deepest.instancePath} ${message ?? 'is invalid'}`)
+}
 
 export interface AppOptions {
   /** Start the pollers when the server is ready (false for --once and some tests). */
@@ -22,14 +36,20 @@ export interface AppOptions {
 export async function buildApp (config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: options.logger ?? { level: config.logLevel },
-    bodyLimit: config.bodyLimit
+    bodyLimit: config.bodyLimit,
+    // Beacons are typed data: "1" must not become 1, nor [1] become 1, on the way in.
+    ajv: { customOptions: { coerceTypes: false } },
+    schemaErrorFormatter
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(configPlugin, { config })
   await app.register(sensible)
+  await app.register(errors)
   await app.register(postgres)
   await app.register(writer)
   await app.register(scheduler, { autoStart: options.poll ?? true })
   await app.register(health)
+  await app.register(beacons)
+  await app.register(write)
   return app
 }

@@ -76,7 +76,7 @@ export interface Series { metric: Record<string, string>, values: number[], time
 
 export interface VictoriaMetrics {
   url: string
-  /** Every sample of the series matching a selector, e.g. `{__name__="derps_count"}`. */
+  /** Every sample of the series matching a selector, e.g. `{__name__="derps_count"}`, once what was written is visible. */
   export: (selector: string) => Promise<Series[]>
   stop: () => Promise<void>
   start: () => Promise<void>
@@ -104,6 +104,8 @@ export async function startVictoriaMetrics (t: Test): Promise<VictoriaMetrics> {
     },
     async export (selector) {
       await fetch(`${url}/internal/force_flush`)
+      // A series VictoriaMetrics has just created shows in exports only about a second later.
+      await new Promise(resolve => setTimeout(resolve, 1100))
       const response = await fetch(`${url}/api/v1/export`, { method: 'POST', body: new URLSearchParams({ 'match[]': selector }) })
       const text = await response.text()
       if (!response.ok) throw new Error(`export ${selector}: ${response.status} ${text}`)

@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { createServer, type IncomingMessage } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import pino from 'pino'
@@ -6,7 +6,6 @@ import { InfluxSink, retryAfterMs } from '../src/sinks/influxdb'
 import { Writer, type WriterOptions } from '../src/writer'
 import { freePort, latestBy, startVictoriaMetrics, waitFor, type VictoriaMetrics } from './helper'
 
-type Test = Parameters<Parameters<typeof t.test>[1]>[0]
 
 interface Received { url: string, headers: IncomingMessage['headers'], body: string, at: number }
 type Answer = { status: number, headers?: Record<string, string>, body?: string } | 'forward'

@@ -1,0 +1,27 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { Beacon, beaconsToLineProtocol } from '../src/beacon'
+import { requireWriteToken, tooManyPoints } from '../src/http/push'
+
+const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
+
+/** POST /beacons: JSON metrics pushed by the app, one beacon or an array of them (SPEC §4). */
+const beacons: FastifyPluginAsyncTypebox = async (fastify) => {
+  fastify.addHook('onRequest', requireWriteToken(fastify.config.writeToken))
+  // Beacons are JSON only; any other type gets 415 rather than being read as something else.
+  fastify.removeContentTypeParser('text/plain')
+
+  fastify.post('/beacons', {
+    schema: {
+      body: Type.Union([Beacon, Type.Array(Beacon, { minItems: 1 })]),
+      response: { 204: Type.Null(), '4xx': ErrorBody }
+    }
+  }, async (request, reply) => {
+    const list = Array.isArray(request.body) ? request.body : [request.body]
+    const { body, count } = beaconsToLineProtocol(list, i => Array.isArray(request.body) ? `body/${i}` : 'body')
+    if (!fastify.writer.accept(body, count, 'beacons')) return tooManyPoints(reply, count)
+    return await reply.code(204).send(null)
+  })
+}
+
+export default beacons

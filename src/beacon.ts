@@ -1,0 +1,87 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { stampNs } from './clock'
+import { formatPoint } from './line-protocol/format'
+import type { FieldValue } from './line-protocol/point'
+import { HttpError } from './http/errors'
+
+const Name = Type.String({ minLength: 1, maxLength: 65_535 })
+
+/** `{"int": 5}` (or a string of digits, beyond 2^53) marks an integer field; a bare JSON number is a float. */
+const IntegerField = Type.Object({
+  int: Type.Union([Type.Integer(), Type.String({ pattern: '^-?[0-9]{1,19}$' })])
+}, { additionalProperties: false })
+
+export const Beacon = Type.Object({
+  measurement: Name,
+  tags: Type.Optional(Type.Record(Name, Type.String({ maxLength: 65_535 }))),
+  fields: Type.Record(Name, Type.Union([Type.Number(), Type.Boolean(), Type.String({ maxLength: 65_535 }), IntegerField]), { minProperties: 1 }),
+  /** RFC 3339 (any fraction of a second, to the nanosecond) or integer epoch milliseconds. */
+  timestamp: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Integer()]))
+}, { additionalProperties: false })
+
+export type Beacon = Static<typeof Beacon>
+
+/** Keys InfluxDB reserves: a point using one as a tag or field key is discarded by InfluxDB, so it is refused here. */
+const RESERVED = new Set(['time', '_field', '_measurement'])
+const INT64_MIN = -(2n ** 63n)
+const INT64_MAX = 2n ** 63n - 1n
+const RFC3339 = /^(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d)(?:\.(\d{1,9})\d*)?([Zz]|[+-]\d\d:\d\d)$/
+
+function timestampNs (value: string | number, where: string): string {
+  let ns: bigint
+  if (typeof value === 'number') {
+    ns = BigInt(value) * 1_000_000n
+  } else {
+    const match = RFC3339.exec(value)
+    const seconds = match === null ? NaN : Date.parse(`${match[1].replace(' ', 'T')}${match[3]}`)
+    if (match === null || Number.isNaN(seconds)) throw new HttpError(400, `${where}/timestamp: "${value}" is not an RFC 3339 time`)
+    ns = BigInt(seconds) * 1_000_000n + BigInt((match[2] ?? '').padEnd(9, '0'))
+  }
+  if (ns < INT64_MIN || ns > INT64_MAX) throw new HttpError(400, `${where}/timestamp: ${value} is out of InfluxDB's range (1677-09-21 to 2262-04-11)`)
+  return String(ns)
+}
+
+function fieldValue (value: Beacon['fields'][string], where: string): FieldValue {
+  if (typeof value === 'object') {
+    const int = BigInt(value.int)
+    if (int < INT64_MIN || int > INT64_MAX) throw new HttpError(400, `${where}: ${value.int} does not fit a 64-bit integer`)
+    return int
+  }
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new HttpError(400, `${where}: ${value} is not a finite number`)
+  return value
+}
+
+/** Names line protocol cannot carry: keys InfluxDB reserves, and a trailing backslash (it would escape the separator). */
+function checkNames (names: Record<string, unknown> | undefined, where: string, values = false): void {
+  for (const [key, value] of Object.entries(names ?? {})) {
+    if (RESERVED.has(key)) throw new HttpError(400, `${where}/${key}: "${key}" is a key InfluxDB reserves`)
+    if (key.endsWith('\\') || (values && String(value).endsWith('\\'))) {
+      throw new HttpError(400, `${where}/${key}: names and tag values cannot end with a backslash in line protocol`)
+    }
+  }
+}
+
+/**
+ * Line protocol for beacons that passed the route's schema: all or nothing — the first bad beacon
+ * throws a 400 naming it, and nothing of the request is written. A beacon without a timestamp is
+ * stamped now, in nanoseconds, never later on delivery.
+ */
+export function beaconsToLineProtocol (beacons: Beacon[], pathOf: (index: number) => string): { body: string, count: number } {
+  let body = ''
+  for (let i = 0; i < beacons.length; i++) {
+    const beacon = beacons[i]
+    const where = pathOf(i)
+    if (beacon.measurement.startsWith('#') || beacon.measurement.endsWith('\\')) {
+      throw new HttpError(400, `${where}/measurement: a measurement cannot start with "#" or end with a backslash`)
+    }
+    checkNames(beacon.tags, `${where}/tags`, true)
+    checkNames(beacon.fields, `${where}/fields`)
+    const fields: Record<string, FieldValue> = {}
+    for (const [key, value] of Object.entries(beacon.fields)) fields[key] = fieldValue(value, `${where}/fields/${key}`)
+    const timestamp = beacon.timestamp === undefined ? stampNs() : timestampNs(beacon.timestamp, where)
+    const line = formatPoint({ measurement: beacon.measurement, tags: beacon.tags, fields, timestamp })
+    if (line === undefined) throw new HttpError(400, `${where}: cannot be written as line protocol`)
+    body += line + '\n'
+  }
+  return { body, count: beacons.length }
+}
