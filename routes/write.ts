@@ -5,9 +5,9 @@ import { Type } from '@sinclair/typebox'
 import { stampNs } from '../src/clock'
 import { normalize, type Precision } from '../src/line-protocol/parse'
 import { HttpError } from '../src/http/errors'
-import { requireWriteToken, tooManyPoints } from '../src/http/push'
+import { tooManyPoints } from '../src/http/push'
 import { readRawBody } from '../src/http/raw-body'
-import { v1Token } from '../src/http/auth'
+import { requireToken, v1Token } from '../src/http/auth'
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
 const Precisions = ['ns', 'us', 'ms', 's'] as const
@@ -56,7 +56,7 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   }
 
   fastify.post('/api/v2/write', {
-    onRequest: requireWriteToken(writeToken),
+    onRequest: requireToken(writeToken, 'WRITE_TOKEN'),
     schema: { querystring: V2Query, response: { 204: Type.Null(), '4xx': ErrorBody } }
   }, async (request, reply) => {
     checkBucket(request.query.bucket)
@@ -65,7 +65,7 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/write', {
-    onRequest: requireWriteToken(writeToken, v1Token),
+    onRequest: requireToken(writeToken, 'WRITE_TOKEN', v1Token),
     schema: { querystring: V1Query, response: { 204: Type.Null(), '4xx': ErrorBody } }
   }, async (request, reply) => {
     const { db, rp, precision = 'ns' } = request.query

@@ -9,6 +9,7 @@ import scheduler from '../plugins/scheduler'
 import writer from '../plugins/writer'
 import beacons from '../routes/beacons'
 import health from '../routes/health'
+import query from '../routes/query'
 import write from '../routes/write'
 
 /**
@@ -51,5 +52,6 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(health)
   await app.register(beacons)
   await app.register(write)
+  await app.register(query)
   return app
 }

@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
+import { HttpError } from './errors'
 
 const digest = (text: string): Buffer => createHash('sha256').update(text).digest()
 
@@ -19,4 +20,18 @@ export function v1Token (request: FastifyRequest): string | undefined {
   if (basic === undefined) return headerToken(request)
   const decoded = Buffer.from(basic, 'base64').toString('utf8')
   return decoded.slice(decoded.indexOf(':') + 1)
+}
+
+/**
+ * An onRequest hook: when `token` is set, the request must present it (`extract` finds it),
+ * else 401. `name` is the variable that holds it, for the message.
+ */
+export function requireToken (token: string | undefined, name: string, extract: (request: FastifyRequest) => string | undefined = headerToken) {
+  return async (request: FastifyRequest): Promise<void> => {
+    if (token === undefined) return
+    const presented = extract(request)
+    if (presented === undefined || !sameToken(presented, token)) {
+      throw new HttpError(401, `a valid token is required (Authorization: Token <${name}>)`)
+    }
+  }
 }
