@@ -6,9 +6,11 @@ import configPlugin from '../plugins/config'
 import errors from '../plugins/errors'
 import postgres from '../plugins/postgres'
 import scheduler from '../plugins/scheduler'
+import selfMonitoring from '../plugins/self-monitoring'
 import writer from '../plugins/writer'
 import beacons from '../routes/beacons'
 import health from '../routes/health'
+import metrics from '../routes/metrics'
 import query from '../routes/query'
 import write from '../routes/write'
 
@@ -49,7 +51,9 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(postgres)
   await app.register(writer)
   await app.register(scheduler, { autoStart: options.poll ?? true })
+  await app.register(selfMonitoring)
   await app.register(health)
+  await app.register(metrics)
   await app.register(beacons)
   await app.register(write)
   await app.register(query)

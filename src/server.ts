@@ -2,6 +2,7 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app'
 import { ConfigError, loadConfig, type Config } from './config'
+import { pollOnce } from './once'
 
 /** Longer than the writer's flush on close (plugins/writer.ts), so a clean shutdown is never cut short. */
 const GRACE_MS = 10_000
@@ -16,8 +17,17 @@ function configOrExit (): Config {
   }
 }
 
+async function once (config: Config): Promise<void> {
+  const app = await buildApp(config, { poll: false, logger: { level: 'error', stream: process.stderr } })
+  await app.ready()
+  const code = await pollOnce(app, process.stdout, process.stderr)
+  await app.close()
+  process.exitCode = code
+}
+
 async function main (): Promise<void> {
   const config = configOrExit()
+  if (process.argv.includes('--once')) return await once(config)
   const app = await buildApp(config)
   closeWithGrace({ delay: GRACE_MS }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')

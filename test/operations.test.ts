@@ -1,0 +1,68 @@
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { addDerps, buildTestApp, createDatabase, startVictoriaMetrics, waitFor } from './helper'
+
+const SERVER = join(__dirname, '..', 'dist', 'src', 'server.js')
+
+t.test('GET /metrics is Prometheus text a real parser reads, with the counters that matter', async t => {
+  const db = await createDatabase(t)
+  await addDerps(db, { corgi: 2 })
+  const vm = await startVictoriaMetrics(t)
+  const app = await buildTestApp(t, { DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', POLL_INTERVAL: '200ms' })
+  for (let i = 0; i < 5; i++) {
+    const response = await app.inject({ method: 'POST', url: '/beacons', payload: [{ measurement: 'm', fields: { v: i } }, { measurement: 'm', fields: { v: i + 0.5 } }] })
+    t.equal(response.statusCode, 204)
+  }
+  t.equal((await app.inject({ method: 'POST', url: '/api/v2/write?bucket=b', payload: 'm v=1\nm v=2\nm v=3' })).statusCode, 204)
+  await waitFor(() => app.writer.stats.written >= 13 && (app.scheduler.stats.get('derps')?.polls ?? 0) >= 2, 'points written and polls run')
+
+  const response = await app.inject({ method: 'GET', url: '/metrics' })
+  t.equal(response.statusCode, 200)
+  t.match(response.headers['content-type'], /^text\/plain; version=0\.0\.4/)
+  // VictoriaMetrics' Prometheus importer is the parser: what it cannot read is not there afterwards.
+  const imported = await fetch(`${vm.url}/api/v1/import/prometheus?extra_label=job=sidecar`, { method: 'POST', body: response.body })
+  t.equal(imported.status, 204)
+  const value = async (selector: string): Promise<number | undefined> => (await vm.export(selector))[0]?.values.at(-1)
+  t.equal(await value('{__name__="sidecar_points_accepted_total",source="beacons",job="sidecar"}'), 10)
+  t.equal(await value('{__name__="sidecar_points_accepted_total",source="api_v2_write",job="sidecar"}'), 3)
+  t.ok((await value('{__name__="sidecar_points_accepted_total",source="poll",job="sidecar"}') ?? 0) > 0)
+  t.ok((await value('{__name__="sidecar_points_written_total",job="sidecar"}') ?? 0) >= 13)
+  t.equal(await value('{__name__="sidecar_points_dropped_total",reason="rejected",job="sidecar"}'), 0)
+  t.equal(await value('{__name__="sidecar_sink_up",job="sidecar"}'), 1)
+  t.ok((await value('{__name__="sidecar_polls_total",measurement="derps",job="sidecar"}') ?? 0) >= 2)
+  t.equal(await value('{__name__="sidecar_poll_errors_total",measurement="derps",job="sidecar"}'), 0)
+  t.ok((await value('{__name__="sidecar_poll_duration_seconds",measurement="derps",job="sidecar"}') ?? -1) >= 0)
+  t.ok((await value('{__name__="process_resident_memory_bytes",job="sidecar"}') ?? 0) > 10_000_000, 'process metrics')
+
+  await waitFor(async () => (await vm.export('{__name__="sidecar_points_written"}')).length > 0, 'the sidecar measurement in the store')
+  const own = await vm.export('{__name__="sidecar_points_accepted_beacons"}')
+  t.equal(own[0].values.at(-1), 10, 'the same counters, written as the sidecar measurement')
+  t.ok(own[0].metric.host, 'tagged with the host (the pod name in Kubernetes)')
+})
+
+t.test('metrics-sidecar --once prints one poll as line protocol and says whether every poller worked', async t => {
+  const db = await createDatabase(t)
+  await addDerps(db, { beagle: 5 })
+  const run = async (env: Record<string, string>): Promise<{ code: number, stdout: string, stderr: string }> => {
+    try {
+      const { stdout, stderr } = await promisify(execFile)(process.execPath, [SERVER, '--once'], { env: { PATH: process.env.PATH, ...env } })
+      return { code: 0, stdout, stderr }
+    } catch (err) {
+      const e = err as { code: number, stdout: string, stderr: string }
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+    }
+  }
+  const good = await run({ DATABASE_URL: db })
+  t.equal(good.code, 0, good.stderr)
+  t.match(good.stdout, /^derps,species=beagle count=5i \d{19}$/m)
+  t.match(good.stdout, /^django_users total=1i,logged_in_1h=0i,logged_in_24h=0i \d{19}$/m)
+  t.match(good.stdout, /^postgresql,db=sidecar_test_\w+,server=/m)
+  t.equal(good.stderr, '')
+
+  const down = await run({ DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/nowhere' })
+  t.equal(down.code, 1)
+  t.equal(down.stdout, '')
+  t.match(down.stderr, /^metrics-sidecar: poller derps failed: connect ECONNREFUSED 127\.0\.0\.1:1$/m)
+})
