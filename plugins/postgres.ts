@@ -4,6 +4,8 @@ import pg from 'pg'
 declare module 'fastify' {
   interface FastifyInstance {
     pg: pg.Pool
+    /** How to connect, for the few connections that must not come from the pool. */
+    pgConfig: pg.ClientConfig
     /** The `server` tag of `postgresql` points: where the database is, never the password. */
     pgServer: string
   }
@@ -40,6 +42,7 @@ export default fp(async (fastify) => {
   pool.on('error', err => fastify.log.warn({ err }, 'idle PostgreSQL connection closed'))
   const target = new pg.Client(options)
   fastify.decorate('pg', pool)
+  fastify.decorate('pgConfig', options)
   fastify.decorate('pgServer', `host=${target.host} port=${target.port} dbname=${target.database ?? ''} user=${target.user ?? ''}`)
   fastify.addHook('onClose', async () => await pool.end())
 }, { name: 'postgres', dependencies: ['config'] })

@@ -23,8 +23,8 @@ export function toLineProtocol (points: Point[]): { body: string, count: number 
   return { body, count }
 }
 
-/** Runs the PostgreSQL pollers (measurements/) once the server is ready; stops them first on close. */
-export default fp<{ autoStart?: boolean }>(async (fastify, { autoStart = true }) => {
+/** The PostgreSQL pollers (measurements/); plugins/leader.ts starts them on the leading replica. */
+export default fp(async (fastify) => {
   const scheduler = new Scheduler(
     fastify.pg,
     measurementsFromConfig(fastify.config, fastify.pgServer),
@@ -35,6 +35,5 @@ export default fp<{ autoStart?: boolean }>(async (fastify, { autoStart = true })
     { pollTimeout: fastify.config.pollTimeout, log: fastify.log.child({ component: 'scheduler' }) }
   )
   fastify.decorate('scheduler', scheduler)
-  if (autoStart) fastify.addHook('onReady', async () => scheduler.start())
   fastify.addHook('onClose', async () => await scheduler.stop())
 }, { name: 'scheduler', dependencies: ['config', 'postgres', 'writer'] })

@@ -56,6 +56,7 @@ export default fp(async (fastify) => {
   mirror('sidecar_write_requests_total', 'Requests made to the sink.', [], set => set({}, writer.stats.batches))
   gauge('sidecar_buffer_points', 'Points accepted and not yet written or dropped.', [], set => set({}, writer.bufferedPoints))
   gauge('sidecar_buffer_limit_points', 'BUFFER_POINTS: above it pushes get 429.', [], set => set({}, config.bufferPoints))
+  gauge('sidecar_leader', '1 on the replica that runs the database pollers (advisory lock held).', [], set => set({}, fastify.leader.leading ? 1 : 0))
   gauge('sidecar_sink_up', '1 while the sink takes points, 0 while deliveries fail.', [], set => set({}, writer.failure === undefined ? 1 : 0))
   mirror('sidecar_polls_total', 'Polls run, by measurement.', ['measurement'], set => {
     for (const [measurement, s] of scheduler.stats) set({ measurement }, s.polls)
@@ -87,4 +88,4 @@ export default fp(async (fastify) => {
   let timer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => { timer = setInterval(report, config.pollInterval).unref() })
   fastify.addHook('onClose', async () => clearInterval(timer))
-}, { name: 'self-monitoring', dependencies: ['writer', 'scheduler'] })
+}, { name: 'self-monitoring', dependencies: ['writer', 'scheduler', 'leader'] })

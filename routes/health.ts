@@ -47,6 +47,12 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
       })
     ])
     const ready = checks.every(c => c.status === 'pass')
+    // Informational: only one replica per database runs the pollers; both are ready.
+    checks.push({
+      name: 'leader',
+      status: 'pass',
+      message: fastify.leader.leading ? 'leader: this replica runs the database pollers' : 'follower: another replica runs the database pollers'
+    })
     return await reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks })
   })
 

@@ -4,6 +4,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config'
 import configPlugin from '../plugins/config'
 import errors from '../plugins/errors'
+import leader from '../plugins/leader'
 import postgres from '../plugins/postgres'
 import scheduler from '../plugins/scheduler'
 import selfMonitoring from '../plugins/self-monitoring'
@@ -50,7 +51,8 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(errors)
   await app.register(postgres)
   await app.register(writer)
-  await app.register(scheduler, { autoStart: options.poll ?? true })
+  await app.register(scheduler)
+  await app.register(leader, { autoStart: options.poll ?? true })
   await app.register(selfMonitoring)
   await app.register(health)
   await app.register(metrics)

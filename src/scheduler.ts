@@ -53,14 +53,19 @@ export class Scheduler {
   async pollOnce (measurement: Measurement, emit = this.emit): Promise<void> {
     const client = await this.pool.connect()
     let broken: Error | undefined
+    // A checked-out client has no pool listener: a connection lost between two statements would
+    // otherwise be an uncaught 'error' event. The next statement fails with it anyway.
+    const onError = (err: Error): void => { broken = err }
+    client.on('error', onError)
     try {
       await client.query(`BEGIN READ ONLY; SET LOCAL statement_timeout = ${this.options.pollTimeout}`)
       await measurement.poll({ client, timestamp: stampNs(), emit })
       await client.query('COMMIT')
     } catch (err) {
-      broken = await rollback(client)
+      broken ??= await rollback(client)
       throw err
     } finally {
+      client.off('error', onError)
       client.release(broken)
     }
   }
