@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
+import { Spool } from '../src/buffer/spool'
 import { stampNs } from '../src/clock'
 import type { FieldValue } from '../src/line-protocol/point'
 import { toLineProtocol } from './scheduler'
@@ -56,6 +57,12 @@ export default fp(async (fastify) => {
   mirror('sidecar_write_requests_total', 'Requests made to the sink.', [], set => set({}, writer.stats.batches))
   gauge('sidecar_buffer_points', 'Points accepted and not yet written or dropped.', [], set => set({}, writer.bufferedPoints))
   gauge('sidecar_buffer_limit_points', 'BUFFER_POINTS: above it pushes get 429.', [], set => set({}, config.bufferPoints))
+  const { buffer } = writer
+  if (buffer instanceof Spool) {
+    gauge('sidecar_spool_bytes', 'Bytes in SPOOL_DIR segment files.', [], set => set({}, buffer.bytes))
+    gauge('sidecar_spool_limit_bytes', 'Largest the spool may grow; past it pushes get 429.', [], set => set({}, config.spoolMaxBytes))
+    mirror('sidecar_spool_corrupt_bytes_total', 'Bytes of torn or corrupt records cut off at start.', [], set => set({}, buffer.corruptBytes))
+  }
   gauge('sidecar_leader', '1 on the replica that runs the database pollers (advisory lock held).', [], set => set({}, fastify.leader.leading ? 1 : 0))
   gauge('sidecar_sink_up', '1 while the sink takes points, 0 while deliveries fail.', [], set => set({}, writer.failure === undefined ? 1 : 0))
   mirror('sidecar_polls_total', 'Polls run, by measurement.', ['measurement'], set => {

@@ -2,6 +2,9 @@ import fp from 'fastify-plugin'
 import { FileSink } from '../src/sinks/file'
 import { InfluxSink } from '../src/sinks/influxdb'
 import type { Sink } from '../src/sinks/sink'
+import type { PointBuffer } from '../src/buffer/buffer'
+import { MemoryBuffer } from '../src/buffer/memory'
+import { Spool } from '../src/buffer/spool'
 import { Writer } from '../src/writer'
 
 declare module 'fastify' {
@@ -11,23 +14,30 @@ declare module 'fastify' {
   }
 }
 
+const SEGMENT_BYTES = 8 * 1024 * 1024
+
 /** How long close() keeps trying to deliver what is buffered. */
 export const FLUSH_ON_CLOSE_MS = 8000
 
-/** The one buffered writer and the sink it delivers to: InfluxDB when INFLUX_URL is set, else a file. */
+/**
+ * The one writer, the buffer it drains (memory, or the spool when SPOOL_DIR is set) and the sink it
+ * delivers to: InfluxDB when INFLUX_URL is set, else a file.
+ */
 export default fp(async (fastify) => {
   const { config } = fastify
   const sink: Sink = config.influx === undefined ? new FileSink(config.sinkFile) : new InfluxSink(config.influx)
-  const writer = new Writer(sink, {
+  const buffer: PointBuffer = config.spoolDir === undefined
+    ? new MemoryBuffer(config.bufferPoints)
+    : await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, segmentBytes: SEGMENT_BYTES, log: fastify.log.child({ component: 'spool' }) })
+  const writer = new Writer(sink, buffer, {
     batchSize: config.batchSize,
     flushInterval: config.flushInterval,
-    bufferPoints: config.bufferPoints,
     maxRetryDelay: config.maxRetryDelay,
     log: fastify.log.child({ component: 'writer' })
   })
   fastify.decorate('sink', sink)
   fastify.decorate('writer', writer)
-  fastify.log.info(`points go to ${sink.description}`)
+  fastify.log.info(`points go to ${sink.description}${config.spoolDir === undefined ? '' : `, through the spool in ${config.spoolDir}`}`)
   fastify.addHook('onClose', async () => {
     await writer.close(Date.now() + FLUSH_ON_CLOSE_MS)
     await sink.close()

@@ -20,7 +20,7 @@ const beacons: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const list = Array.isArray(request.body) ? request.body : [request.body]
     const { body, count } = beaconsToLineProtocol(list, i => Array.isArray(request.body) ? `body/${i}` : 'body')
-    if (!fastify.writer.accept(body, count, 'beacons')) return tooManyPoints(reply, count)
+    if (!await fastify.writer.accept(body, count, 'beacons')) return tooManyPoints(reply, count)
     return await reply.code(204).send(null)
   })
 }

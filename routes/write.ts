@@ -46,7 +46,7 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   async function accept (body: unknown, precision: Precision, source: string): Promise<number> {
     const result = normalize(Buffer.isBuffer(body) ? body : Buffer.alloc(0), precision, stampNs)
     if (!result.ok) throw new HttpError(400, result.message)
-    return fastify.writer.accept(result.body, result.count, source) ? 0 : result.count
+    return await fastify.writer.accept(result.body, result.count, source) ? 0 : result.count
   }
 
   const checkBucket = (bucket: string): void => {

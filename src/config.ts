@@ -71,6 +71,8 @@ const FileSchema = Type.Object({
   flushInterval: Optional(Type.String({ pattern: DURATION_PATTERN })),
   maxRetryDelay: Optional(Type.String({ pattern: DURATION_PATTERN })),
   bodyLimit: Optional(Type.Integer({ minimum: 1024 })),
+  /** Largest size of SPOOL_DIR's segment files, in bytes; past it pushes get 429. */
+  spoolMaxBytes: Optional(Type.Integer({ minimum: 1024 * 1024 })),
   /** Named Flux queries served at GET /queries/:name, added to (or replacing) the built-in ones. */
   queries: Optional(Type.Record(Type.String({ pattern: '^[A-Za-z0-9_-]{1,100}$' }), NamedQuerySchema))
 }, { additionalProperties: false })
@@ -112,6 +114,7 @@ export interface Config {
   bufferPoints: number
   batchSize: number
   bodyLimit: number
+  spoolMaxBytes: number
   modelCounts: ModelCountConfig[]
   sqlMeasurements: SqlMeasurementConfig[]
   disabledPollers: BuiltinPoller[]
@@ -192,6 +195,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     bufferPoints: e.BUFFER_POINTS,
     batchSize: file.batchSize ?? 5000,
     bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,
+    spoolMaxBytes: file.spoolMaxBytes ?? 1024 * 1024 * 1024,
     modelCounts: file.modelCounts ?? DEFAULT_MODEL_COUNTS,
     sqlMeasurements: file.sqlMeasurements ?? [],
     disabledPollers: file.disable ?? [],

@@ -1,4 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
+import type { PointBuffer } from './buffer/buffer'
+import { splitEntries } from './line-protocol/parse'
 import { SinkError, type Sink } from './sinks/sink'
 
 export interface WriterOptions {
@@ -6,15 +8,10 @@ export interface WriterOptions {
   batchSize: number
   /** Longest a point waits for a batch to fill, in ms. */
   flushInterval: number
-  /** Points held (queued or in flight) before new ones are refused. */
-  bufferPoints: number
   /** Ceiling of the retry backoff, in ms. */
   maxRetryDelay: number
   log: FastifyBaseLogger
 }
-
-/** Newline-terminated line protocol with nanosecond timestamps, and how many points it holds. */
-interface Chunk { body: string, count: number }
 
 export type DropReason = 'rejected' | 'buffer_full' | 'shutdown'
 
@@ -39,28 +36,27 @@ const sleep = async (ms: number, signal: AbortSignal): Promise<void> => await ne
 })
 
 /**
- * The one buffered writer every point goes through: sources hand it line protocol, it batches by
- * size and interval, delivers to the sink one batch at a time (so order is kept), retries what may
- * succeed later, isolates what the sink refuses, and counts every point as written or dropped.
+ * The one writer every point goes through: sources hand it line protocol, it holds it in a buffer
+ * (memory, or the on-disk spool), delivers batches by size and interval to the sink one at a time
+ * (so order is kept), retries what may succeed later, isolates what the sink refuses, and counts
+ * every point as written or dropped.
  */
 export class Writer {
   readonly stats: WriterStats = { accepted: {}, written: 0, dropped: { rejected: 0, buffer_full: 0, shutdown: 0 }, retries: 0, batches: 0 }
-  /** Points accepted and not yet written or dropped (queued plus in flight). */
-  private held = 0
-  private readonly queue: Chunk[] = []
-  private queuedPoints = 0
   private lastFailure?: SinkError
   private wake?: () => void
   private closing = false
+  private closed?: Promise<void>
   private readonly stopWaiting = new AbortController()
   private readonly loop: Promise<void>
 
-  constructor (private readonly sink: Sink, private readonly options: WriterOptions) {
+  constructor (private readonly sink: Sink, readonly buffer: PointBuffer, private readonly options: WriterOptions) {
     this.loop = this.run()
   }
 
+  /** Points accepted and not yet written or dropped (waiting, or in flight). */
   get bufferedPoints (): number {
-    return this.held
+    return this.buffer.points
   }
 
   /** Why the sink is not taking points right now, or undefined when it is. */
@@ -69,52 +65,68 @@ export class Writer {
   }
 
   /**
-   * Queues points unless that would overfill the buffer; returns false (nothing queued) when full,
-   * so a push route can answer 429 and the client keeps the points.
+   * Resolves true once the points are held (with a spool: on disk), or false, holding nothing, when
+   * they do not fit: a push route answers 429 and the client keeps them.
    */
-  accept (body: string, count: number, source: string): boolean {
+  async accept (body: string, count: number, source: string): Promise<boolean> {
     if (count === 0) return true
-    if (this.closing || (this.held > 0 && this.held + count > this.options.bufferPoints)) return false
-    this.held += count
-    this.queuedPoints += count
-    this.queue.push({ body, count })
+    if (this.closing || !this.buffer.fits(count, body.length)) return false
+    await this.buffer.append({ body, count })
     this.stats.accepted[source] = (this.stats.accepted[source] ?? 0) + count
-    // The first queued point starts the flush interval; a full batch goes at once.
-    if (this.queuedPoints === count || this.queuedPoints >= this.options.batchSize) this.wake?.()
+    // The first point starts the flush interval; a full batch goes at once.
+    if (this.buffer.points === count || this.buffer.points >= this.options.batchSize) this.wake?.()
     return true
   }
 
-  /** Like {@link accept}, for sources that cannot be told to retry: a full buffer drops, and counts it. */
+  /** Like {@link accept}, for sources that cannot be told to retry: what does not fit is dropped, and counted. */
   acceptOrDrop (body: string, count: number, source: string): void {
-    if (!this.accept(body, count, source)) {
-      this.stats.dropped.buffer_full += count
-      this.options.log.warn({ source, points: count }, 'buffer full: points dropped')
-    }
+    this.accept(body, count, source).then(held => {
+      if (!held) this.dropFull(count, source, 'buffer full')
+    }, (err: Error) => this.dropFull(count, source, err.message))
   }
 
-  /** Delivers everything held, retrying until `deadline` (epoch ms); what is left then is counted as dropped. */
+  /**
+   * Delivers what is held, retrying until `deadline` (epoch ms). What is left then stays in a
+   * durable buffer for the next start, or is counted as dropped from memory.
+   */
   async close (deadline: number): Promise<void> {
+    this.closed ??= this.drain(deadline)
+    await this.closed
+  }
+
+  private async drain (deadline: number): Promise<void> {
     this.closing = true
     const timer = setTimeout(() => this.stopWaiting.abort(), Math.max(0, deadline - Date.now()))
     this.wake?.()
     await this.loop
     clearTimeout(timer)
-    if (this.held > 0) {
-      this.options.log.error({ points: this.held }, 'shutdown deadline passed: points not delivered')
-      this.drop(this.held, 'shutdown')
+    const left = this.buffer.points
+    if (left > 0 && this.buffer.durable) {
+      this.options.log.warn({ points: left }, 'shutdown: undelivered points stay in the spool for the next start')
+    } else if (left > 0) {
+      this.options.log.error({ points: left }, 'shutdown deadline passed: points not delivered')
+      this.stats.dropped.shutdown += left
     }
+    await this.buffer.close()
+  }
+
+  private dropFull (count: number, source: string, why: string): void {
+    this.stats.dropped.buffer_full += count
+    this.options.log.warn({ source, points: count }, `points dropped: ${why}`)
   }
 
   private async run (): Promise<void> {
     while (!this.stopWaiting.signal.aborted) {
-      if (this.queuedPoints === 0) {
+      if (this.buffer.points === 0) {
         if (this.closing) return
         await this.waitForWake(undefined)
         continue
       }
-      if (this.queuedPoints < this.options.batchSize && !this.closing) await this.waitForWake(this.options.flushInterval)
-      const batch = this.takeBatch()
-      await this.deliver(batch.body, batch.count)
+      if (this.buffer.points < this.options.batchSize && !this.closing) await this.waitForWake(this.options.flushInterval)
+      const batch = await this.buffer.peek(this.options.batchSize)
+      if (batch === undefined) continue
+      if (!await this.deliver(batch.body, batch.count)) return
+      await this.buffer.commit()
     }
   }
 
@@ -129,35 +141,20 @@ export class Writer {
     this.wake = undefined
   }
 
-  private takeBatch (): Chunk {
-    let body = ''
-    let count = 0
-    while (this.queue.length > 0 && (count === 0 || count + this.queue[0].count <= this.options.batchSize)) {
-      const chunk = this.queue.shift() as Chunk
-      body += chunk.body
-      count += chunk.count
-    }
-    this.queuedPoints -= count
-    return { body, count }
-  }
-
-  private async deliver (body: string, count: number): Promise<void> {
+  /** Resolves true once every point is written or dropped, false when stopped while retrying. */
+  private async deliver (body: string, count: number): Promise<boolean> {
     for (let attempt = 0; ; attempt++) {
       try {
         this.stats.batches++
         await this.sink.send(body)
         this.lastFailure = undefined
         this.stats.written += count
-        this.held -= count
-        return
+        return true
       } catch (err) {
         const failure = err instanceof SinkError ? err : new SinkError(String(err), 'retry')
-        if (failure.kind === 'reject' || failure.kind === 'too-large') {
-          await this.isolate(body, count, failure)
-          return
-        }
+        if (failure.kind === 'reject' || failure.kind === 'too-large') return await this.isolate(body, count, failure)
         this.lastFailure = failure
-        if (this.stopWaiting.signal.aborted) return
+        if (this.stopWaiting.signal.aborted) return false
         const delay = failure.retryAfterMs ?? this.backoff(attempt)
         this.stats.retries++
         this.options.log.warn({ points: count, attempt: attempt + 1, retryInMs: delay }, failure.message)
@@ -167,21 +164,16 @@ export class Writer {
   }
 
   /** Splits a refused batch in halves until the refused points stand alone, so good neighbours still land. */
-  private async isolate (body: string, count: number, failure: SinkError): Promise<void> {
+  private async isolate (body: string, count: number, failure: SinkError): Promise<boolean> {
     if (count === 1) {
       this.options.log.error({ line: body.trimEnd(), reason: failure.message }, 'point refused by the sink: dropped')
-      this.drop(1, 'rejected')
-      return
+      this.stats.dropped.rejected++
+      return true
     }
-    const lines = body.split('\n', count)
-    const half = count >> 1
-    await this.deliver(lines.slice(0, half).join('\n') + '\n', half)
-    await this.deliver(lines.slice(half).join('\n') + '\n', count - half)
-  }
-
-  private drop (count: number, reason: DropReason): void {
-    this.stats.dropped[reason] += count
-    this.held -= count
+    const entries = splitEntries(body)
+    const half = entries.length >> 1
+    return await this.deliver(entries.slice(0, half).join(''), half) &&
+      await this.deliver(entries.slice(half).join(''), entries.length - half)
   }
 
   private backoff (attempt: number): number {

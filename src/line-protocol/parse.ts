@@ -582,3 +582,15 @@ function unescape (b: Buffer, s: number, e: number, cls: number): string {
   }
   return out.toString('utf8', 0, o)
 }
+
+/**
+ * The entries of a body `normalize` produced, each with its newline. A string field may hold a raw
+ * newline, so entries are found by scanning, not by splitting on '\n'.
+ */
+export function splitEntries (body: string): string[] {
+  const buf = Buffer.from(body)
+  const sc = new Scanner(buf, 0)
+  const entries: string[] = []
+  while (sc.next() === ENTRY) entries.push(buf.toString('utf8', sc.start, sc.timeEnd) + '\n')
+  return entries
+}
