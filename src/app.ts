@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifySchemaValidationError } from 'fastify'
+import Fastify, { LogController, type FastifyInstance, type FastifySchemaValidationError } from 'fastify'
 import sensible from '@fastify/sensible'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config'
@@ -41,6 +41,12 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   const app = Fastify({
     logger: options.logger ?? { level: config.logLevel },
     bodyLimit: config.bodyLimit,
+    requestTimeout: config.requestTimeout,
+    // Node checks request timeouts every connectionsCheckingInterval (30 s by default), and only
+    // enforces requestTimeout when headersTimeout is not longer: slow clients are cut off on time.
+    http: { connectionsCheckingInterval: Math.min(1000, config.requestTimeout), headersTimeout: Math.min(60_000, config.requestTimeout) },
+    // A beacon per Django request would mean a log line per request; errors are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
     // Beacons are typed data: "1" must not become 1, nor [1] become 1, on the way in.
     ajv: { customOptions: { coerceTypes: false } },
     schemaErrorFormatter

@@ -54,6 +54,7 @@ function fieldValue (value: Beacon['fields'][string], where: string): FieldValue
 /** Names line protocol cannot carry: keys InfluxDB reserves, and a trailing backslash (it would escape the separator). */
 function checkNames (names: Record<string, unknown> | undefined, where: string, values = false): void {
   for (const [key, value] of Object.entries(names ?? {})) {
+    if (key.length > 65_535) throw new HttpError(400, `${where}: a key of ${key.length} characters is over InfluxDB's 65535`)
     if (RESERVED.has(key)) throw new HttpError(400, `${where}/${key}: "${key}" is a key InfluxDB reserves`)
     if (key.endsWith('\\') || (values && String(value).endsWith('\\'))) {
       throw new HttpError(400, `${where}/${key}: names and tag values cannot end with a backslash in line protocol`)

@@ -71,6 +71,8 @@ const FileSchema = Type.Object({
   flushInterval: Optional(Type.String({ pattern: DURATION_PATTERN })),
   maxRetryDelay: Optional(Type.String({ pattern: DURATION_PATTERN })),
   bodyLimit: Optional(Type.Integer({ minimum: 1024 })),
+  /** Longest a client may take to send a whole request (slow clients are cut off). */
+  requestTimeout: Optional(Type.String({ pattern: DURATION_PATTERN })),
   /** Largest size of SPOOL_DIR's segment files, in bytes; past it pushes get 429. */
   spoolMaxBytes: Optional(Type.Integer({ minimum: 1024 * 1024 })),
   /** Named Flux queries served at GET /queries/:name, added to (or replacing) the built-in ones. */
@@ -114,6 +116,7 @@ export interface Config {
   bufferPoints: number
   batchSize: number
   bodyLimit: number
+  requestTimeout: number
   spoolMaxBytes: number
   modelCounts: ModelCountConfig[]
   sqlMeasurements: SqlMeasurementConfig[]
@@ -195,6 +198,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     bufferPoints: e.BUFFER_POINTS,
     batchSize: file.batchSize ?? 5000,
     bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,
+    requestTimeout: parseDuration(file.requestTimeout ?? '30s'),
     spoolMaxBytes: file.spoolMaxBytes ?? 1024 * 1024 * 1024,
     modelCounts: file.modelCounts ?? DEFAULT_MODEL_COUNTS,
     sqlMeasurements: file.sqlMeasurements ?? [],

@@ -34,7 +34,10 @@ export class LeaderElection {
   async stop (): Promise<void> {
     this.stopped = true
     clearTimeout(this.timer)
-    await this.follow()
+    if (this.leading) {
+      this.leading = false
+      await this.options.onFollow()
+    }
     await this.client?.end().catch(() => {})
     this.client = undefined
   }
