@@ -334,7 +334,7 @@ t.test('a 200 MB answer streams through with bounded memory and backpressure', a
 })
 
 t.test('the server token never appears in a log line', async t => {
-  t.ok(logLines.length > 50, `${logLines.length} log lines were written`)
+  t.ok(logLines.length > 10, `${logLines.length} log lines were written`)
   t.notOk(logLines.some(line => line.includes(SERVER_TOKEN)))
   t.ok(logLines.some(line => line.includes('InfluxDB answered 401: bad token [redacted]')), 'upstream failures are logged (redacted)')
 })
