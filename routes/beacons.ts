@@ -2,13 +2,14 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { Beacon, beaconsToLineProtocol } from '../src/beacon'
 import { requireToken } from '../src/http/auth'
-import { tooManyPoints } from '../src/http/push'
+import { refuseWhenFull, tooManyPoints } from '../src/http/push'
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
 
 /** POST /beacons: JSON metrics pushed by the app, one beacon or an array of them (SPEC §4). */
 const beacons: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.addHook('onRequest', requireToken(fastify.config.writeToken, 'WRITE_TOKEN'))
+  fastify.addHook('onRequest', refuseWhenFull(fastify.writer))
   // Beacons are JSON only; any other type gets 415 rather than being read as something else.
   fastify.removeContentTypeParser('text/plain')
 

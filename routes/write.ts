@@ -5,7 +5,7 @@ import { Type } from '@sinclair/typebox'
 import { stampNs } from '../src/clock'
 import { normalize, type Precision } from '../src/line-protocol/parse'
 import { HttpError } from '../src/http/errors'
-import { tooManyPoints } from '../src/http/push'
+import { refuseWhenFull, tooManyPoints } from '../src/http/push'
 import { readRawBody } from '../src/http/raw-body'
 import { requireToken, v1Token } from '../src/http/auth'
 
@@ -56,7 +56,7 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   }
 
   fastify.post('/api/v2/write', {
-    onRequest: requireToken(writeToken, 'WRITE_TOKEN'),
+    onRequest: [requireToken(writeToken, 'WRITE_TOKEN'), refuseWhenFull(fastify.writer)],
     schema: { querystring: V2Query, response: { 204: Type.Null(), '4xx': ErrorBody } }
   }, async (request, reply) => {
     checkBucket(request.query.bucket)
@@ -65,7 +65,7 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   })
 
   fastify.post('/write', {
-    onRequest: requireToken(writeToken, 'WRITE_TOKEN', v1Token),
+    onRequest: [requireToken(writeToken, 'WRITE_TOKEN', v1Token), refuseWhenFull(fastify.writer)],
     schema: { querystring: V1Query, response: { 204: Type.Null(), '4xx': ErrorBody } }
   }, async (request, reply) => {
     const { db, rp, precision = 'ns' } = request.query

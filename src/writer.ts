@@ -59,6 +59,11 @@ export class Writer {
     return this.buffer.points
   }
 
+  /** True while not even one more point fits: pushes are refused before their bodies are read. */
+  get full (): boolean {
+    return !this.buffer.fits(1, 0)
+  }
+
   /** Why the sink is not taking points right now, or undefined when it is. */
   get failure (): string | undefined {
     return this.lastFailure?.message
