@@ -12,6 +12,9 @@ import { loadConfig } from '../src/config'
 
 type Test = { teardown: (fn: () => unknown) => void }
 
+/** InfluxData's line-protocol conformance corpus, in the shared folder beside the repository. */
+export const CORPUS_PATH = process.env.LP_CORPUS ?? join(__dirname, '..', '..', 'shared', 'conformance', 'line-protocol-corpus', 'corpus.json')
+
 /** A superuser connection to the machine's PostgreSQL, used to create one database per test file. */
 export const PG_ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
 

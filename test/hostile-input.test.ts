@@ -6,9 +6,9 @@ import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
-import { buildTestApp } from './helper'
+import { buildTestApp, CORPUS_PATH } from './helper'
 
-const CORPUS = '/work/shared/conformance/line-protocol-corpus/corpus.json'
+
 const ENV = { DATABASE_URL: 'postgresql://postgres@127.0.0.1:5432/test', SINK_FILE: '/dev/null', BUFFER_POINTS: '1000000' }
 
 /** A small deterministic PRNG, so a failing case can be replayed from its seed. */
@@ -21,7 +21,7 @@ function prng (seed: number): () => number {
   }
 }
 
-const corpusTexts: Buffer[] = Object.values((JSON.parse(readFileSync(CORPUS, 'utf8')) as { decode: Record<string, { input: { text: string | { binary: string } } }> }).decode)
+const corpusTexts: Buffer[] = Object.values((JSON.parse(readFileSync(CORPUS_PATH, 'utf8')) as { decode: Record<string, { input: { text: string | { binary: string } } }> }).decode)
   .map(({ input }) => typeof input.text === 'string' ? Buffer.from(input.text) : Buffer.from(input.text.binary, 'base64'))
 
 function mutate (random: () => number, source: Buffer): Buffer {

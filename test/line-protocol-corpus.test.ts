@@ -11,8 +11,9 @@ import t, { type Test } from 'tap'
 import { decode, normalize, type DecodedPoint, type Precision } from '../src/line-protocol/parse'
 import { formatPoint } from '../src/line-protocol/format'
 import type { FieldValue, Point } from '../src/line-protocol/point'
+import { CORPUS_PATH } from './helper'
 
-const CORPUS = '/work/shared/conformance/line-protocol-corpus/corpus.json'
+
 
 /** Cases where we knowingly differ from the reference, by corpus key, with the reason. */
 const ALLOWED_DECODE_DIFFERENCES: Record<string, string> = {}
@@ -41,7 +42,7 @@ interface Corpus {
 
 /** JSON.parse would round integers beyond 2^53, so integer members become strings first. */
 function readCorpus (): Corpus {
-  const text = readFileSync(CORPUS, 'utf8')
+  const text = readFileSync(CORPUS_PATH, 'utf8')
     .replace(/([{,]\s*)"(int|uint|time|defaultTime)": (-?\d+)(?=\s*[,}])/g, '$1"$2": "$3"')
   return JSON.parse(text)
 }

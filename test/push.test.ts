@@ -8,10 +8,10 @@ import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
 import { InfluxDB, Point } from '@influxdata/influxdb-client'
 import type { FastifyInstance } from 'fastify'
-import { buildTestApp, latestBy, startVictoriaMetrics, waitFor, type Series, type VictoriaMetrics } from './helper'
+import { buildTestApp, CORPUS_PATH, latestBy, startVictoriaMetrics, waitFor, type Series, type VictoriaMetrics } from './helper'
 
 const TOKEN = 'write-secret'
-const CORPUS = '/work/shared/conformance/line-protocol-corpus/corpus.json'
+
 
 /** A sidecar on a real port, forwarding to `vm`, with fast batches. */
 async function sidecar (t: Test, vm: VictoriaMetrics, env: Record<string, string> = {}): Promise<{ app: FastifyInstance, url: string }> {
@@ -83,7 +83,7 @@ t.test('corpus cases sent straight to a store and through the sidecar leave both
   const direct = await startVictoriaMetrics(t)
   const forwarded = await startVictoriaMetrics(t)
   const { app, url } = await sidecar(t, forwarded)
-  const corpus = JSON.parse(readFileSync(CORPUS, 'utf8')) as { decode: Record<string, { input: { text: string | { binary: string }, precision: string }, output: { result?: unknown[] } }> }
+  const corpus = JSON.parse(readFileSync(CORPUS_PATH, 'utf8')) as { decode: Record<string, { input: { text: string | { binary: string }, precision: string }, output: { result?: unknown[] } }> }
   const apiPrecision: Record<string, string> = { '1ns': 'ns', '1µs': 'us', '1ms': 'ms', '1s': 's' }
   const bodies = new Map<string, Buffer[]>()
   for (const { input, output } of Object.values(corpus.decode)) {
@@ -122,7 +122,7 @@ t.test('corpus cases sent straight to a store and through the sidecar leave both
 t.test('invalid corpus cases are refused whole with an InfluxDB-shaped error', async t => {
   const vm = await startVictoriaMetrics(t)
   const { app } = await sidecar(t, vm)
-  const corpus = JSON.parse(readFileSync(CORPUS, 'utf8')) as { decode: Record<string, { input: { text: string | { binary: string } }, output: { error?: string } }> }
+  const corpus = JSON.parse(readFileSync(CORPUS_PATH, 'utf8')) as { decode: Record<string, { input: { text: string | { binary: string } }, output: { error?: string } }> }
   let refused = 0
   let cases = 0
   for (const { input, output } of Object.values(corpus.decode)) {
