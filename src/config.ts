@@ -41,7 +41,9 @@ const ModelCountSchema = Type.Object({
   groupBy: Identifier,
   /** Group values always written, with count=0 when they have no rows. */
   values: Optional(Type.Array(Type.String({ minLength: 1 }))),
-  interval: Optional(Type.String({ pattern: DURATION_PATTERN }))
+  interval: Optional(Type.String({ pattern: DURATION_PATTERN })),
+  /** `exact` (count(*) … GROUP BY) or `estimate` (planner statistics; cost independent of the table size). */
+  mode: Optional(Type.Union([Type.Literal('exact'), Type.Literal('estimate')]))
 }, { additionalProperties: false })
 
 const SqlMeasurementSchema = Type.Object({

@@ -130,3 +130,30 @@ t.test('a poller never overlaps itself', async t => {
   t.ok(seen.every(n => n === 1n), `at most one sleepy poll runs at a time (${seen.join(',')})`)
   t.ok((app.scheduler.stats.get('sleepy')?.lastDurationMs ?? 0) >= 300)
 })
+
+t.test('estimate mode counts from planner statistics, close to the exact count', async t => {
+  const db = await createDatabase(t)
+  await addDerps(db, { dog: 3000, cat: 2000, axolotl: 500 })
+  await sql(db, 'ANALYZE derps_derp')
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  const configFile = join(dir, 'sidecar.json')
+  await writeFile(configFile, JSON.stringify({
+    disable: ['postgresql', 'postgresql_activity', 'django_sessions', 'django_users'],
+    modelCounts: [
+      { measurement: 'derps', table: 'derps_derp', groupBy: 'species' },
+      { measurement: 'derps_estimated', table: 'public.derps_derp', groupBy: 'species', mode: 'estimate' }
+    ]
+  }))
+  const app = await buildTestApp(t, { DATABASE_URL: db, SINK_FILE: join(dir, 'm.lp'), SIDECAR_CONFIG: configFile }, { poll: false })
+  const counts: Record<string, Record<string, bigint>> = {}
+  for (const m of app.scheduler.measurements) {
+    await app.scheduler.pollOnce(m, points => {
+      for (const p of points) (counts[p.measurement] ??= {})[p.tags?.species ?? ''] = p.fields.count as bigint
+    })
+  }
+  t.same(counts.derps, { dog: 3000n, cat: 2000n, axolotl: 500n })
+  for (const [species, exact] of Object.entries(counts.derps)) {
+    const estimated = Number(counts.derps_estimated[species])
+    t.ok(Math.abs(estimated - Number(exact)) <= Number(exact) * 0.05, `${species}: estimated ${estimated}, exact ${exact}`)
+  }
+})
