@@ -3,8 +3,8 @@ import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
 import { Spool } from '../src/buffer/spool'
 import { stampNs } from '../src/clock'
+import { formatPoints } from '../src/line-protocol/format'
 import type { FieldValue } from '../src/line-protocol/point'
-import { toLineProtocol } from './scheduler'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -89,7 +89,7 @@ export default fp(async (fastify) => {
       fields[`poll_errors_${name}`] = BigInt(s.errors)
       if (s.lastDurationMs !== undefined) fields[`poll_duration_ms_${name}`] = s.lastDurationMs
     }
-    const { body, count } = toLineProtocol([{ measurement: 'sidecar', tags: { host }, fields, timestamp: stampNs() }])
+    const { body, count } = formatPoints([{ measurement: 'sidecar', tags: { host }, fields, timestamp: stampNs() }])
     writer.acceptOrDrop(body, count, 'self')
   }
   let timer: NodeJS.Timeout | undefined

@@ -17,7 +17,7 @@ declare module 'fastify' {
 const SEGMENT_BYTES = 8 * 1024 * 1024
 
 /** How long close() keeps trying to deliver what is buffered. */
-export const FLUSH_ON_CLOSE_MS = 8000
+const FLUSH_ON_CLOSE_MS = 8000
 
 /**
  * The one writer, the buffer it drains (memory, or the spool when SPOOL_DIR is set) and the sink it

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify'
-import { toLineProtocol } from '../plugins/scheduler'
+import { formatPoints } from './line-protocol/format'
 
 /**
  * `metrics-sidecar --once`: runs every poller once, prints the points as line protocol on stdout
@@ -9,7 +9,7 @@ export async function pollOnce (app: FastifyInstance, stdout: NodeJS.WritableStr
   let failed = 0
   for (const measurement of app.scheduler.measurements) {
     try {
-      await app.scheduler.pollOnce(measurement, points => stdout.write(toLineProtocol(points).body))
+      await app.scheduler.pollOnce(measurement, points => stdout.write(formatPoints(points).body))
     } catch (err) {
       failed++
       stderr.write(`metrics-sidecar: poller ${measurement.name} failed: ${(err as Error).message}\n`)

@@ -73,3 +73,16 @@ export function formatPoint (point: Point): string | undefined {
   if (separator === ' ') return undefined
   return `${line} ${point.timestamp}`
 }
+
+/** Points as newline-terminated line protocol, and how many were representable. */
+export function formatPoints (points: Point[]): { body: string, count: number } {
+  let body = ''
+  let count = 0
+  for (const point of points) {
+    const line = formatPoint(point)
+    if (line === undefined) continue
+    body += line + '\n'
+    count++
+  }
+  return { body, count }
+}
