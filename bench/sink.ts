@@ -1,0 +1,99 @@
+/**
+ * The delivery side alone: how many lines/s one process can hand to VictoriaMetrics in
+ * 5,000-line batches, through the sidecar's own InfluxSink (as src/writer.ts uses it: one batch
+ * at a time, gzipped at zlib's default level) and through plain node:http with other choices
+ * (no gzip, gzip level 1, batches in flight at once). It bounds what the sidecar's line-protocol
+ * ingest can reach, whatever the HTTP side does.
+ *
+ *   node dist/bench/sink.js http://127.0.0.1:8428 [SECONDS]   (bench/run.ts runs it pinned)
+ */
+import { Agent, request } from 'node:http'
+import { gzip, constants } from 'node:zlib'
+import { promisify } from 'node:util'
+import { InfluxSink } from '../src/sinks/influxdb'
+import { entries, LINES } from './parse'
+
+const gzipAsync = promisify(gzip)
+
+export interface SinkFigure { name: string, linesPerSecond: number, cpuPercent: number }
+
+/** Eight distinct bodies (timestamps 10 s apart per body), as JS strings like the writer holds them. */
+function bodies (prefix: string): string[] {
+  const base = Date.now() - 3_600_000
+  return Array.from({ length: 8 }, (_, b) => entries(LINES, prefix).map((e, i) => `${e} ${base - b * 10_000 + i}000000\n`).join(''))
+}
+
+async function post (agent: Agent, url: URL, body: Buffer, gzipped: boolean): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const req = request(url, {
+      method: 'POST',
+      agent,
+      headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length, ...(gzipped ? { 'content-encoding': 'gzip' } : {}) }
+    }, response => {
+      response.resume()
+      response.on('end', () => (response.statusCode !== undefined && response.statusCode < 300 ? resolve() : reject(new Error(`status ${response.statusCode}`))))
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+/** Runs `send` from `inFlight` loops for `seconds`; lines/s and CPU of this process (all threads). */
+async function measure (name: string, seconds: number, inFlight: number, send: (i: number) => Promise<void>): Promise<SinkFigure> {
+  for (let i = 0; i < 4; i++) await send(i) // warm-up, connections open
+  const cpu = process.cpuUsage()
+  const start = process.hrtime.bigint()
+  const end = start + BigInt(Math.round(seconds * 1e9))
+  let batches = 0
+  let next = 0
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (process.hrtime.bigint() < end) {
+      await send(next++)
+      batches++
+    }
+  }))
+  const elapsed = Number(process.hrtime.bigint() - start) / 1e9
+  const used = process.cpuUsage(cpu)
+  return { name, linesPerSecond: batches * LINES / elapsed, cpuPercent: 100 * (used.user + used.system) / 1e6 / elapsed }
+}
+
+export async function measureSink (storeUrl: string, seconds: number, tag: string): Promise<SinkFigure[]> {
+  const figures: SinkFigure[] = []
+  const writeUrl = new URL(`${storeUrl}/api/v2/write?org=bench&bucket=bench&precision=ns`)
+  const agent = new Agent({ keepAlive: true })
+
+  const sink = new InfluxSink({ url: storeUrl, org: 'bench', bucket: 'bench' })
+  const viaSink = bodies(`${tag}_sink_`)
+  figures.push(await measure('InfluxSink.send, 1 batch in flight (the writer today)', seconds, 1, async i => await sink.send(viaSink[i % 8])))
+
+  const variants: Array<[string, number, number | undefined]> = [
+    ['node:http, no gzip, 1 in flight', 1, undefined],
+    ['node:http, gzip level 1, 1 in flight', 1, 1],
+    ['node:http, no gzip, 2 in flight', 2, undefined],
+    ['node:http, gzip level 1, 2 in flight', 2, 1]
+  ]
+  for (const [name, inFlight, level] of variants) {
+    const texts = bodies(`${tag}_${name.replace(/[^a-z0-9]+/gi, '_')}_`)
+    figures.push(await measure(name, seconds, inFlight, async i => {
+      const raw = Buffer.from(texts[i % 8], 'utf8')
+      const body = level === undefined ? raw : await gzipAsync(raw, { level, strategy: constants.Z_DEFAULT_STRATEGY })
+      await post(agent, writeUrl, body, level !== undefined)
+    }))
+  }
+  agent.destroy()
+  return figures
+}
+
+if (require.main === module) {
+  const [url, seconds] = process.argv.slice(2)
+  if (url === undefined) {
+    process.stderr.write('usage: node dist/bench/sink.js VICTORIAMETRICS_URL [SECONDS]\n')
+    process.exit(2)
+  }
+  measureSink(url, Number(seconds ?? 3), `bsink${process.pid}`).then(figures => {
+    process.stdout.write(JSON.stringify(figures) + '\n')
+  }, err => {
+    process.stderr.write(`${String(err)}\n`)
+    process.exitCode = 1
+  })
+}
