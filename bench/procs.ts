@@ -4,9 +4,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { waitFor as sharedWaitFor } from '../test/wait'
 
 export interface Child {
   name: string
@@ -105,33 +105,15 @@ export function installSignalHandlers (): void {
   }
 }
 
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    }).on('error', reject)
-  })
-}
+export { freePort } from '../test/wait'
 
 export const sleep = async (ms: number): Promise<void> => await new Promise(resolve => setTimeout(resolve, ms))
 
+/** Like the tests' waitFor, but a child that exits ends the wait at once, with its log's tail. */
 export async function waitFor<T> (probe: () => Promise<T | undefined | false>, what: string, timeoutMs: number, child?: Child): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (;;) {
-    if (child !== undefined && (child.process.exitCode !== null || child.process.signalCode !== null)) {
-      throw new Error(`${child.name} exited while waiting for ${what}:\n${logTail(child)}`)
-    }
-    try {
-      const value = await probe()
-      if (value !== undefined && value !== false) return value
-    } catch (err) {
-      lastError = err
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastError === undefined ? '' : `: ${String(lastError)}`}`)
-    await sleep(100)
-  }
+  return await sharedWaitFor(probe, what, timeoutMs, () => child !== undefined && (child.process.exitCode !== null || child.process.signalCode !== null)
+    ? `${child.name} exited while waiting for ${what}:\n${logTail(child)}`
+    : undefined)
 }
 
 // ---- /proc ---------------------------------------------------------------------------------

@@ -2,13 +2,15 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, type AppOptions } from '../src/app'
 import { loadConfig } from '../src/config'
+import { freePort, waitFor } from './wait'
+
+export { freePort, waitFor }
 
 type Test = { teardown: (fn: () => unknown) => void }
 
@@ -17,30 +19,6 @@ export const CORPUS_PATH = process.env.LP_CORPUS ?? join(__dirname, '..', '..', 
 
 /** A superuser connection to the machine's PostgreSQL, used to create one database per test file. */
 export const PG_ADMIN_URL = process.env.TEST_DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres'
-
-export async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number }
-      server.close(() => resolve(port))
-    }).on('error', reject)
-  })
-}
-
-export async function waitFor<T> (probe: () => Promise<T | undefined | false> | T | undefined | false, what: string, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (;;) {
-    try {
-      const value = await probe()
-      if (value !== undefined && value !== false) return value
-    } catch (err) {
-      lastError = err
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastError === undefined ? '' : `: ${String(lastError)}`}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
-}
 
 /** Runs SQL on a database (by URL) and closes the connection. */
 export async function sql (url: string, text: string, values: unknown[] = []): Promise<pg.QueryResult> {
