@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { Beacon, beaconsToLineProtocol } from '../src/beacon'
 import { requireToken } from '../src/http/auth'
-import { refuseWhenFull, tooManyPoints } from '../src/http/push'
+import { acknowledge, refuseWhenFull } from '../src/http/push'
 
 const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
 
@@ -21,8 +21,7 @@ const beacons: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const list = Array.isArray(request.body) ? request.body : [request.body]
     const { body, count } = beaconsToLineProtocol(list, i => Array.isArray(request.body) ? `body/${i}` : 'body')
-    if (!await fastify.writer.accept(body, count, 'beacons')) return tooManyPoints(reply, count)
-    return await reply.code(204).send(null)
+    return await acknowledge(fastify.writer, reply, body, count, 'beacons')
   })
 }
 

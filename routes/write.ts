@@ -1,11 +1,11 @@
 import type { Readable } from 'node:stream'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { stampNs } from '../src/clock'
 import { normalize, type Precision } from '../src/line-protocol/parse'
 import { HttpError } from '../src/http/errors'
-import { refuseWhenFull, tooManyPoints } from '../src/http/push'
+import { acknowledge, refuseWhenFull } from '../src/http/push'
 import { readRawBody } from '../src/http/raw-body'
 import { requireToken, v1Token } from '../src/http/auth'
 
@@ -43,15 +43,16 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.addContentTypeParser('*', async (request: FastifyRequest, payload: Readable) => await readRawBody(request.raw, payload, bodyLimit))
 
   /** Lines are validated as a whole: one bad line refuses the request and nothing of it is written. */
-  async function accept (body: unknown, precision: Precision, source: string): Promise<number> {
+  async function ingest (body: unknown, precision: Precision, source: string, reply: FastifyReply): Promise<FastifyReply> {
     const result = normalize(Buffer.isBuffer(body) ? body : Buffer.alloc(0), precision, stampNs)
     if (!result.ok) throw new HttpError(400, result.message)
-    return await fastify.writer.accept(result.body, result.count, source) ? 0 : result.count
+    return await acknowledge(fastify.writer, reply, result.body, result.count, source)
   }
 
-  const checkBucket = (bucket: string): void => {
-    if (influx !== undefined && bucket !== influx.bucket) {
-      throw new HttpError(400, `bucket "${bucket}" is not the one this sidecar writes to ("${influx.bucket}")`)
+  /** One of `names` must be the bucket this sidecar writes to (v1 clients may name it `db/rp`). */
+  const checkBucket = (...names: string[]): void => {
+    if (influx !== undefined && !names.includes(influx.bucket)) {
+      throw new HttpError(400, `bucket "${names[0]}" is not the one this sidecar writes to ("${influx.bucket}")`)
     }
   }
 
@@ -60,8 +61,7 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
     schema: { querystring: V2Query, response: { 204: Type.Null(), '4xx': ErrorBody } }
   }, async (request, reply) => {
     checkBucket(request.query.bucket)
-    const refused = await accept(request.body, request.query.precision as Precision, 'api_v2_write')
-    return refused > 0 ? await tooManyPoints(reply, refused) : await reply.code(204).send(null)
+    return await ingest(request.body, request.query.precision as Precision, 'api_v2_write', reply)
   })
 
   fastify.post('/write', {
@@ -71,9 +71,8 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
     const { db, rp, precision = 'ns' } = request.query
     const mapped = V1_PRECISIONS[precision]
     if (mapped === undefined) throw new HttpError(400, `precision "${precision}" is not supported; use n, u, ms or s`)
-    if (influx !== undefined && db !== influx.bucket && `${db}/${rp ?? 'autogen'}` !== influx.bucket) checkBucket(db)
-    const refused = await accept(request.body, mapped, 'write')
-    return refused > 0 ? await tooManyPoints(reply, refused) : await reply.code(204).send(null)
+    checkBucket(db, `${db}/${rp ?? 'autogen'}`)
+    return await ingest(request.body, mapped, 'write', reply)
   })
 }
 

@@ -13,6 +13,12 @@ export async function tooManyPoints (reply: FastifyReply, count?: number): Promi
   })
 }
 
+/** Hands a push's points to the writer and answers: 204 once they are held, 429 when they do not fit. */
+export async function acknowledge (writer: Writer, reply: FastifyReply, body: string, count: number, source: string): Promise<FastifyReply> {
+  if (!await writer.accept(body, count, source)) return await tooManyPoints(reply, count)
+  return await reply.code(204).send(null)
+}
+
 /**
  * An onRequest hook: while the buffer is full, answer 429 before reading the body, so a client
  * pushing faster than InfluxDB takes points costs no parsing and no memory.
