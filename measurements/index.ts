@@ -19,7 +19,7 @@ export function measurementsFromConfig (config: Config, server: string): Measure
   ]
   return [
     ...config.modelCounts.map(count => modelCount(count, every(count.interval))),
-    ...builtins.filter(m => !config.disabledPollers.includes(m.name as never)),
+    ...builtins.filter(m => !(config.disabledPollers as string[]).includes(m.name)),
     ...config.sqlMeasurements.map(sql => customSql(sql, every(sql.interval)))
   ]
 }
