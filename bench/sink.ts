@@ -64,7 +64,7 @@ export async function measureSink (storeUrl: string, seconds: number, tag: strin
 
   const sink = new InfluxSink({ url: storeUrl, org: 'bench', bucket: 'bench' })
   const viaSink = bodies(`${tag}_sink_`)
-  figures.push(await measure('InfluxSink.send, 1 batch in flight (the writer today)', seconds, 1, async i => await sink.send(viaSink[i % 8])))
+  figures.push(await measure('InfluxSink.send, 1 batch in flight (the writer today)', seconds, 1, async i => await sink.send(Buffer.from(viaSink[i % 8]))))
 
   const variants: Array<[string, number, number | undefined]> = [
     ['node:http, no gzip, 1 in flight', 1, undefined],

@@ -73,7 +73,7 @@ export class Writer {
    * Resolves true once the points are held (with a spool: on disk), or false, holding nothing, when
    * they do not fit: a push route answers 429 and the client keeps them.
    */
-  async accept (body: string, count: number, source: string): Promise<boolean> {
+  async accept (body: Buffer, count: number, source: string): Promise<boolean> {
     if (count === 0) return true
     if (this.closing || !this.buffer.fits(count, body.length)) return false
     await this.buffer.append({ body, count })
@@ -84,7 +84,7 @@ export class Writer {
   }
 
   /** Like {@link accept}, for sources that cannot be told to retry: what does not fit is dropped, and counted. */
-  acceptOrDrop (body: string, count: number, source: string): void {
+  acceptOrDrop (body: Buffer, count: number, source: string): void {
     this.accept(body, count, source).then(held => {
       if (!held) this.dropFull(count, source, 'buffer full')
     }, (err: Error) => this.dropFull(count, source, err.message))
@@ -147,7 +147,7 @@ export class Writer {
   }
 
   /** Resolves true once every point is written or dropped, false when stopped while retrying. */
-  private async deliver (body: string, count: number): Promise<boolean> {
+  private async deliver (body: Buffer, count: number): Promise<boolean> {
     for (let attempt = 0; ; attempt++) {
       try {
         this.stats.batches++
@@ -169,16 +169,16 @@ export class Writer {
   }
 
   /** Splits a refused batch in halves until the refused points stand alone, so good neighbours still land. */
-  private async isolate (body: string, count: number, failure: SinkError): Promise<boolean> {
+  private async isolate (body: Buffer, count: number, failure: SinkError): Promise<boolean> {
     if (count === 1) {
-      this.options.log.error({ line: body.trimEnd(), reason: failure.message }, 'point refused by the sink: dropped')
+      this.options.log.error({ line: body.toString().trimEnd(), reason: failure.message }, 'point refused by the sink: dropped')
       this.stats.dropped.rejected++
       return true
     }
     const entries = splitEntries(body)
     const half = entries.length >> 1
-    return await this.deliver(entries.slice(0, half).join(''), half) &&
-      await this.deliver(entries.slice(half).join(''), entries.length - half)
+    return await this.deliver(Buffer.concat(entries.slice(0, half)), half) &&
+      await this.deliver(Buffer.concat(entries.slice(half)), entries.length - half)
   }
 
   private backoff (attempt: number): number {

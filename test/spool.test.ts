@@ -9,7 +9,7 @@ import { createDatabase, freePort, startVictoriaMetrics, waitFor } from './helpe
 
 const SERVER = join(__dirname, '..', 'dist', 'src', 'server.js')
 const log = pino({ level: 'silent' })
-const lines = (name: string, from: number, n: number): string => Array.from({ length: n }, (_, i) => `${name} v=${from + i} ${1_700_000_000_000_000_000 + from + i}\n`).join('')
+const lines = (name: string, from: number, n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => `${name} v=${from + i} ${1_700_000_000_000_000_000 + from + i}\n`).join(''))
 
 t.test('the spool keeps order across segments and deletes what was delivered', async t => {
   const dir = await mkdtemp(join(tmpdir(), 'spool-'))
@@ -22,7 +22,7 @@ t.test('the spool keeps order across segments and deletes what was delivered', a
     const chunk = await spool.peek(35)
     if (chunk === undefined) break
     t.ok(chunk.count <= 35)
-    const values = [...chunk.body.matchAll(/v=(\d+)/g)].map(m => Number(m[1]))
+    const values = [...chunk.body.toString().matchAll(/v=(\d+)/g)].map(m => Number(m[1]))
     t.same(values, Array.from({ length: chunk.count }, (_, i) => next + i), 'in order')
     next += chunk.count
     await spool.commit()
@@ -49,7 +49,7 @@ t.test('a restart replays what was not delivered; a torn tail is cut off and the
   t.equal(spool.points, 35, 'everything after the delivered 15 points is replayed')
   const replayed: number[] = []
   for (let chunk = await spool.peek(1000); chunk !== undefined; chunk = await spool.peek(1000)) {
-    replayed.push(...[...chunk.body.matchAll(/v=(\d+)/g)].map(m => Number(m[1])))
+    replayed.push(...[...chunk.body.toString().matchAll(/v=(\d+)/g)].map(m => Number(m[1])))
     await spool.commit()
   }
   t.same(replayed, Array.from({ length: 35 }, (_, i) => 15 + i), 'the segments after the torn one are not blocked')

@@ -42,8 +42,8 @@ const options = (overrides: Partial<WriterOptions> = {}): WriterOptions => ({
   batchSize: 100, flushInterval: 50, maxRetryDelay: 2000, log: pino({ level: 'silent' }), ...overrides
 })
 
-const lines = (name: string, from: number, count: number): string =>
-  Array.from({ length: count }, (_, i) => `${name},n=${from + i} v=${from + i}i ${1_700_000_000_000_000_000 + from + i}\n`).join('')
+const lines = (name: string, from: number, count: number): Buffer =>
+  Buffer.from(Array.from({ length: count }, (_, i) => `${name},n=${from + i} v=${from + i}i ${1_700_000_000_000_000_000 + from + i}\n`).join(''))
 
 const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}, bufferPoints = 10_000): Writer => {
   const writer = new Writer(new InfluxSink({ url, token: 'server-token', org: 'org', bucket: 'app' }), new MemoryBuffer(bufferPoints), options(overrides))
@@ -112,7 +112,7 @@ t.test('a point InfluxDB refuses (400) is isolated and dropped; its neighbours l
     : 'forward')
   const writer = startWriter(t, front.url)
   // A string field may hold a raw newline: the batch is split by entries, not by lines.
-  const body = lines('mixed', 0, 40) + 'mixed,n=poison v="text" 1700000000000000999\n' + 'note,n=x s="two\nlines" 1700000000000000998\n' + lines('mixed', 40, 39)
+  const body = Buffer.concat([lines('mixed', 0, 40), Buffer.from('mixed,n=poison v="text" 1700000000000000999\nnote,n=x s="two\nlines" 1700000000000000998\n'), lines('mixed', 40, 39)])
   t.ok(await writer.accept(body, 81, 'test'))
   await waitFor(() => writer.stats.written + writer.stats.dropped.rejected === 81, 'every point accounted for')
   t.equal(writer.stats.written, 80)

@@ -1,5 +1,5 @@
 /** Newline-terminated line protocol with nanosecond timestamps, and how many points it holds. */
-export interface Chunk { body: string, count: number }
+export interface Chunk { body: Buffer, count: number }
 
 /**
  * Where accepted points wait for the sink: a FIFO with one consumer (the writer), which peeks at a

@@ -19,15 +19,12 @@ export class MemoryBuffer implements PointBuffer {
   }
 
   async peek (maxPoints: number): Promise<Chunk | undefined> {
-    let body = ''
     let count = 0
     let n = 0
-    while (n < this.chunks.length && (n === 0 || count + this.chunks[n].count <= maxPoints)) {
-      body += this.chunks[n].body
-      count += this.chunks[n++].count
-    }
+    while (n < this.chunks.length && (n === 0 || count + this.chunks[n].count <= maxPoints)) count += this.chunks[n++].count
     this.peeked = n
-    return n === 0 ? undefined : { body, count }
+    if (n === 0) return undefined
+    return { body: n === 1 ? this.chunks[0].body : Buffer.concat(this.chunks.slice(0, n).map(c => c.body)), count }
   }
 
   async commit (): Promise<void> {

@@ -59,7 +59,7 @@ export class Spool implements PointBuffer {
   }
 
   async append (chunk: Chunk): Promise<void> {
-    const payload = Buffer.from(chunk.body)
+    const payload = chunk.body
     const header = Buffer.allocUnsafe(HEADER)
     header.writeUInt32LE(payload.length, 0)
     header.writeUInt32LE(chunk.count, 4)
@@ -72,7 +72,7 @@ export class Spool implements PointBuffer {
 
   async peek (maxPoints: number): Promise<Chunk | undefined> {
     let { segment: id, offset } = this.cursor
-    let body = ''
+    const payloads: Buffer[] = []
     let count = 0
     for (let i = this.segments.findIndex(s => s.id === id); i >= 0 && i < this.segments.length;) {
       const segment = this.segments[i]
@@ -90,12 +90,13 @@ export class Spool implements PointBuffer {
       if (count > 0 && count + points > maxPoints) break
       const payload = Buffer.allocUnsafe(header.readUInt32LE(0))
       await handle.read(payload, 0, payload.length, offset + HEADER)
-      body += payload.toString()
+      payloads.push(payload)
       count += points
       offset += HEADER + payload.length
     }
     this.peeked = { segment: id, offset, count }
-    return count === 0 ? undefined : { body, count }
+    if (count === 0) return undefined
+    return { body: payloads.length === 1 ? payloads[0] : Buffer.concat(payloads), count }
   }
 
   async commit (): Promise<void> {

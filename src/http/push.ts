@@ -14,7 +14,7 @@ export async function tooManyPoints (reply: FastifyReply, count?: number): Promi
 }
 
 /** Hands a push's points to the writer and answers: 204 once they are held, 429 when they do not fit. */
-export async function acknowledge (writer: Writer, reply: FastifyReply, body: string, count: number, source: string): Promise<FastifyReply> {
+export async function acknowledge (writer: Writer, reply: FastifyReply, body: Buffer, count: number, source: string): Promise<FastifyReply> {
   if (!await writer.accept(body, count, source)) return await tooManyPoints(reply, count)
   return await reply.code(204).send(null)
 }

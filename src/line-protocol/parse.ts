@@ -36,7 +36,7 @@ export interface DecodedPoint {
 }
 
 export interface ParseError { ok: false, line: number, message: string }
-export type NormalizeResult = { ok: true, body: string, count: number } | ParseError
+export type NormalizeResult = { ok: true, body: Buffer, count: number } | ParseError
 export type DecodeResult = { ok: true, points: DecodedPoint[] } | ParseError
 
 const ZEROS: Record<Precision, number> = { ns: 0, us: 3, ms: 6, s: 9 }
@@ -494,9 +494,10 @@ export function normalize (body: Buffer, precision: Precision, stamp: () => stri
     b[o++] = LF
     out.length = o
   }
-  if (out.length === 0) return { ok: true, body: body.toString('utf8', runStart, runEnd), count }
+  // Nothing rewritten (the usual case for clients that send ns timestamps): the request's own bytes.
+  if (out.length === 0) return { ok: true, body: body.subarray(runStart, runEnd), count }
   out.copy(body, runStart, runEnd)
-  return { ok: true, body: out.text(), count }
+  return { ok: true, body: out.bytes(), count }
 }
 
 /** Output bytes in a buffer that is reused across calls (normalize is synchronous) unless it grew large. */
@@ -519,9 +520,10 @@ class Output {
     if (end > start) this.length += src.copy(this.reserve(end - start), this.length, start, end)
   }
 
-  text (): string {
+  /** A copy of the output, so the buffer can serve the next call. */
+  bytes (): Buffer {
     if (this.buf.length <= 1 << 24) Output.spare = this.buf
-    return this.buf.toString('utf8', 0, this.length)
+    return Buffer.from(this.buf.subarray(0, this.length))
   }
 }
 
@@ -587,10 +589,9 @@ function unescape (b: Buffer, s: number, e: number, cls: number): string {
  * The entries of a body `normalize` produced, each with its newline. A string field may hold a raw
  * newline, so entries are found by scanning, not by splitting on '\n'.
  */
-export function splitEntries (body: string): string[] {
-  const buf = Buffer.from(body)
-  const sc = new Scanner(buf, 0)
-  const entries: string[] = []
-  while (sc.next() === ENTRY) entries.push(buf.toString('utf8', sc.start, sc.timeEnd) + '\n')
+export function splitEntries (body: Buffer): Buffer[] {
+  const sc = new Scanner(body, 0)
+  const entries: Buffer[] = []
+  while (sc.next() === ENTRY) entries.push(body.subarray(sc.start, sc.timeEnd + 1))
   return entries
 }

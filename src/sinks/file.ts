@@ -11,7 +11,7 @@ export class FileSink implements Sink {
     this.description = `file ${resolve(path)}`
   }
 
-  async send (body: string): Promise<void> {
+  async send (body: Buffer): Promise<void> {
     try {
       this.handle ??= open(this.path, 'a')
       await (await this.handle).appendFile(body)

@@ -24,7 +24,7 @@ export interface Sink {
   /** Said at start-up, e.g. `InfluxDB http://influx:8086 bucket=app`. */
   readonly description: string
   /** Stores newline-terminated line protocol with nanosecond timestamps; rejects with a {@link SinkError}. */
-  send: (body: string) => Promise<void>
+  send: (body: Buffer) => Promise<void>
   /** Throws when the target cannot be reached (readiness). */
   check: () => Promise<void>
   close: () => Promise<void>
