@@ -12,8 +12,9 @@
  *   BENCH_WARMUP_SECONDS=3    unmeasured load on each target before a scenario's phases
  *   BENCH_PARSE_SECONDS=2     in-process parser measurement, per case
  *   BENCH_SINK_SECONDS=3      delivery alone (bench/sink.ts), per variant; 0 skips it
- *   BENCH_SCENARIOS=lp,beacons
- *   BENCH_PROFILE=lp|beacons  also run that scenario once more against a sidecar under
+ *   BENCH_SCENARIOS=lp,lp-spool,beacons   lp-spool: line protocol against a second sidecar with
+ *                            SPOOL_DIR set (a disk queue, as vmagent's -remoteWrite.tmpDataPath)
+ *   BENCH_PROFILE=lp|lp-spool|beacons  also run that scenario once more against a sidecar under
  *                             node --cpu-prof, and summarise where its main thread spends time
  *   BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test
  *   BENCH_SETTLE_SECONDS=120  longest wait for a target to deliver what it acknowledged
@@ -26,7 +27,6 @@
  *   BENCH_SIDECAR_NODE_ARGS="--max-semi-space-size=4"
  *   BENCH_SIDECAR_ENV="BUFFER_POINTS=200000 MALLOC_ARENA_MAX=2"
  *   BENCH_SIDECAR_CONFIG='{"batchSize":10000}'  merged into SIDECAR_CONFIG
- *   BENCH_SIDECAR_SPOOL=1                       SPOOL_DIR in a fresh temporary directory
  */
 import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
@@ -52,7 +52,7 @@ const PARSE_SECONDS = Number(env('BENCH_PARSE_SECONDS', '2'))
 const SINK_SECONDS = Number(env('BENCH_SINK_SECONDS', '3'))
 const SETTLE_MS = Number(env('BENCH_SETTLE_SECONDS', '120')) * 1000
 const BACKOFF_MS = Number(env('BENCH_BACKOFF_MS', '0'))
-const SCENARIOS = env('BENCH_SCENARIOS', 'lp,beacons').split(',').map(s => s.trim()).filter(s => s !== '') as Scenario[]
+const SCENARIOS = env('BENCH_SCENARIOS', 'lp,lp-spool,beacons').split(',').map(s => s.trim()).filter(s => s !== '') as Scenario[]
 const PROFILE = env('BENCH_PROFILE', '') as Scenario | ''
 const DATABASE_URL = env('BENCH_DATABASE_URL', 'postgresql://postgres@127.0.0.1:5432/test')
 /** The sidecar's defaults, written out so the report says what was measured. */
@@ -60,19 +60,20 @@ const SIDECAR_FILE_CONFIG = { batchSize: 5000, flushInterval: '1s', ...JSON.pars
 const SIDECAR_ENTRY = env('BENCH_SIDECAR_ENTRY', 'dist/src/server.js')
 const SIDECAR_NODE_ARGS = env('BENCH_SIDECAR_NODE_ARGS', '').split(' ').filter(a => a !== '')
 const SIDECAR_ENV = Object.fromEntries(env('BENCH_SIDECAR_ENV', '').split(' ').filter(a => a.includes('=')).map(a => [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)]))
-const SIDECAR_SPOOL = env('BENCH_SIDECAR_SPOOL', '') === '1'
-const sidecarOptions = (store: Store, nodeArgs: string[] = []): Parameters<typeof startSidecar>[0] => ({
+const sidecarOptions = (store: Store, spool: boolean, nodeArgs: string[] = []): Parameters<typeof startSidecar>[0] => ({
   cpu: TARGET_CPU,
   logDir,
   storeUrl: store.url,
   databaseUrl: DATABASE_URL,
   fileConfig: SIDECAR_FILE_CONFIG,
   entry: SIDECAR_ENTRY,
-  extraEnv: SIDECAR_SPOOL ? { ...SIDECAR_ENV, SPOOL_DIR: tempDir('spool') } : SIDECAR_ENV,
+  extraEnv: spool ? { ...SIDECAR_ENV, SPOOL_DIR: tempDir('spool') } : SIDECAR_ENV,
   nodeArgs: [...SIDECAR_NODE_ARGS, ...nodeArgs]
 })
 
-type Scenario = 'lp' | 'beacons'
+type Scenario = 'lp' | 'lp-spool' | 'beacons'
+const SCENARIO_NAMES: Scenario[] = ['lp', 'lp-spool', 'beacons']
+const isLineProtocol = (s: Scenario): boolean => s !== 'beacons'
 
 interface Phase {
   scenario: Scenario
@@ -190,7 +191,7 @@ async function runPhase (store: Store, target: Target, scenario: Scenario, label
   let path: string
   let regex: string
   let perRequest: number
-  if (scenario === 'lp') {
+  if (isLineProtocol(scenario)) {
     script = lpScript(target, `${name}_`)
     path = target.writePath
     regex = `${name}_(${ONE_FIELD_PER_ENTRY.join('|')})`
@@ -200,7 +201,7 @@ async function runPhase (store: Store, target: Target, scenario: Scenario, label
     regex = `${name}_duration_ms`
     perRequest = 1
   }
-  const connections = scenario === 'lp' ? LP_CONNECTIONS : BEACON_CONNECTIONS
+  const connections = isLineProtocol(scenario) ? LP_CONNECTIONS : BEACON_CONNECTIONS
   const before = target.name === 'sidecar' ? await sidecarCounters(target) : undefined
   const threadsBefore = threadCpu(target.child.pid)
   const wrk = runWrk({ cpu: LOAD_CPU, connections, seconds, script, url: `${target.url}${path}`, logDir, name: `wrk-${name}` })
@@ -255,7 +256,7 @@ function rate (p: Phase): number {
 }
 
 function describe (p: Phase): string {
-  const unit = p.scenario === 'lp' ? 'lines' : 'req'
+  const unit = isLineProtocol(p.scenario) ? 'lines' : 'req'
   const errors = p.wrk.non2xx + p.wrk.socketErrors > 0 ? `, ${fmt(p.wrk.non2xx)} non-2xx, ${fmt(p.wrk.socketErrors)} socket errors` : ''
   const pct = (seconds: number): string => `${fmt(100 * seconds / p.wrk.seconds)}%`
   return `${p.label} ${p.target.padEnd(7)} ${fmt(rate(p)).padStart(9)} ${unit}/s, p99 ${fmt(p.wrk.latencyMs.p99, 2)} ms${errors}; ` +
@@ -271,7 +272,7 @@ function threadSummary (p: Phase): string {
 }
 
 function deliveryLine (p: Phase): string {
-  const unit = p.scenario === 'lp' ? 'lines' : 'beacons'
+  const unit = isLineProtocol(p.scenario) ? 'lines' : 'beacons'
   const verdict = p.delivered < p.acknowledged
     ? `MISSING ${fmt(p.acknowledged - p.delivered)}`
     : p.delivered > p.maxDelivered ? 'MORE THAN SENT' : 'ok'
@@ -296,7 +297,7 @@ function combine (phases: Phase[]): Combined {
 }
 
 async function scenario (store: Store, sidecar: Target, vmagent: Target, which: Scenario): Promise<Phase[]> {
-  say(`\n${which === 'lp' ? 'line protocol' : 'beacons'}: warm-up ${WARMUP_SECONDS} s each, then A B B A, ${SECONDS} s each`)
+  say(`\n${which}: warm-up ${WARMUP_SECONDS} s each, then A B B A, ${SECONDS} s each`)
   if (WARMUP_SECONDS > 0) {
     for (const target of [sidecar, vmagent]) await runPhase(store, target, which, `warm_${which}`, WARMUP_SECONDS)
   }
@@ -310,7 +311,7 @@ async function profile (store: Store, which: Scenario): Promise<string> {
   const dir = tempDir('profile')
   keepDir(dir)
   say(`\nprofile: ${which} against a sidecar under node --cpu-prof (${SECONDS} s)`)
-  const sidecar = await startSidecar(sidecarOptions(store, ['--cpu-prof', `--cpu-prof-dir=${dir}`]))
+  const sidecar = await startSidecar(sidecarOptions(store, which === 'lp-spool', ['--cpu-prof', `--cpu-prof-dir=${dir}`]))
   if (WARMUP_SECONDS > 0) await runPhase(store, sidecar, which, `warm_profile_${which}`, WARMUP_SECONDS)
   const phase = await runPhase(store, sidecar, which, `profile_${which}`, SECONDS)
   await stop(sidecar.child)
@@ -330,8 +331,9 @@ function table (phases: Phase[], parse: ParseFigure[]): string[] {
   for (const which of SCENARIOS) {
     const s = combine(phases.filter(p => p.scenario === which && p.target === 'sidecar'))
     const v = combine(phases.filter(p => p.scenario === which && p.target === 'vmagent'))
-    if (which === 'lp') {
-      rows.push(`| line protocol /api/v2/write, ${fmt(LINES)}-line bodies, ${LP_CONNECTIONS} conns: lines/s (2xx only) | ${fmt(s.rate)} | ${fmt(v.rate)} | ${(s.rate / v.rate).toFixed(2)}× | ${rss(s)} | ${rss(v)} |`)
+    if (isLineProtocol(which)) {
+      const buffer = which === 'lp' ? 'sidecar with its memory buffer (the default)' : 'sidecar with SPOOL_DIR (a disk queue, as vmagent has)'
+      rows.push(`| line protocol /api/v2/write, ${fmt(LINES)}-line bodies, ${LP_CONNECTIONS} conns, ${buffer}: lines/s (2xx only) | ${fmt(s.rate)} | ${fmt(v.rate)} | ${(s.rate / v.rate).toFixed(2)}× | ${rss(s)} | ${rss(v)} |`)
       rows.push(`| … delivered lines/s, end to end (until the store has them all) | ${fmt(s.deliveredRate)} | ${fmt(v.deliveredRate)} | ${(s.deliveredRate / v.deliveredRate).toFixed(2)}× | | |`)
       rows.push(`| … non-2xx responses | ${fmt(s.non2xx)} | ${fmt(v.non2xx)} | | | |`)
       rows.push(`| … target CPU (core ${TARGET_CPU}) | ${fmt(100 * s.cpu)}% | ${fmt(100 * v.cpu)}% | | | |`)
@@ -348,8 +350,7 @@ function table (phases: Phase[], parse: ParseFigure[]): string[] {
 /** The environment the sidecar got beyond the usual (defaults otherwise). */
 function sidecarSettings (): string {
   const settings = Object.entries(SIDECAR_ENV).map(([k, v]) => `${k}=${v}`)
-  if (SIDECAR_SPOOL) settings.push('SPOOL_DIR=<a temporary directory>')
-  return settings.length === 0 ? 'BUFFER_POINTS and the rest at their defaults, no SPOOL_DIR' : settings.join(' ')
+  return `${settings.length === 0 ? 'BUFFER_POINTS and the rest at their defaults' : settings.join(' ')}; SPOOL_DIR unset (lp-spool: a temporary directory)`
 }
 
 /** A warning when other processes took a noticeable share of a core during a phase. */
@@ -361,7 +362,7 @@ function quietness (phases: Phase[]): string[] {
 async function main (): Promise<void> {
   installSignalHandlers()
   for (const s of [...SCENARIOS, ...(PROFILE === '' ? [] : [PROFILE])]) {
-    if (s !== 'lp' && s !== 'beacons') throw new Error(`unknown scenario "${s}" (lp or beacons)`)
+    if (!SCENARIO_NAMES.includes(s)) throw new Error(`unknown scenario "${s}" (${SCENARIO_NAMES.join(', ')})`)
   }
   const started = new Date()
   say(`metrics-sidecar benchmark ${runId}: logs in ${logDir}`)
@@ -375,15 +376,17 @@ async function main (): Promise<void> {
     sink = await pinnedScript<SinkFigure>('sink', [store.url, String(SINK_SECONDS)])
   }
   const vmagent = await startVmagent(TARGET_CPU, logDir, store.url)
-  const sidecar = await startSidecar(sidecarOptions(store))
-  targetPids.push(sidecar.child.pid, vmagent.child.pid)
+  const sidecar = await startSidecar(sidecarOptions(store, false))
+  // A second sidecar, idle but for the lp-spool scenario; started anyway, so every phase runs beside the same processes.
+  const spooling = await startSidecar(sidecarOptions(store, true))
+  targetPids.push(sidecar.child.pid, spooling.child.pid, vmagent.child.pid)
   await sleep(1000)
   const rssStart = `sidecar ${mb(rssBytes(sidecar.child.pid) ?? 0)}, vmagent ${mb(rssBytes(vmagent.child.pid) ?? 0)}`
   const versions = `vmagent ${await vmagentVersion(vmagent)}`
 
   const phases: Phase[] = []
-  for (const which of SCENARIOS) phases.push(...await scenario(store, sidecar, vmagent, which))
-  const idle: Array<[string, Child]> = [['sidecar', sidecar.child], ['vmagent', vmagent.child]]
+  for (const which of SCENARIOS) phases.push(...await scenario(store, which === 'lp-spool' ? spooling : sidecar, vmagent, which))
+  const idle: Array<[string, Child]> = [['sidecar', sidecar.child], ['sidecar with SPOOL_DIR', spooling.child], ['vmagent', vmagent.child]]
   const rssIdle = idle.map(([name, child]) => `${name} ${mb(rssBytes(child.pid) ?? 0)}`).join(', ')
   const profileText = PROFILE === '' ? undefined : await profile(store, PROFILE)
 

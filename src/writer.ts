@@ -49,6 +49,8 @@ export class Writer {
   private closed?: Promise<void>
   private readonly stopWaiting = new AbortController()
   private readonly loop: Promise<void>
+  /** Called after every commit and on close: pushes waiting for room check again, in arrival order. */
+  private readonly roomWaiters = new Set<() => void>()
 
   constructor (private readonly sink: Sink, readonly buffer: PointBuffer, private readonly options: WriterOptions) {
     this.loop = this.run()
@@ -59,9 +61,32 @@ export class Writer {
     return this.buffer.points
   }
 
-  /** True while not even one more point fits: pushes are refused before their bodies are read. */
+  /** True while not even one more point fits: pushes wait for room before their bodies are read. */
   get full (): boolean {
     return !this.buffer.fits(1, 0)
+  }
+
+  /**
+   * Resolves true as soon as `count` points of `bytes` fit (the sink took a batch), or false after
+   * `ms` or on close. A push waits here rather than being refused at once: a fast client is slowed
+   * to the sink's pace instead of spinning on 429s, which would take CPU from delivery.
+   */
+  async waitForRoom (ms: number, count = 1, bytes = 0): Promise<boolean> {
+    const room = (): boolean => !this.closing && this.buffer.fits(count, bytes)
+    if (room() || this.closing || ms <= 0) return room()
+    return await new Promise(resolve => {
+      const check = (): void => {
+        if (!room() && !this.closing) return
+        clearTimeout(timer)
+        this.roomWaiters.delete(check)
+        resolve(room())
+      }
+      const timer = setTimeout(() => {
+        this.roomWaiters.delete(check)
+        resolve(false)
+      }, ms)
+      this.roomWaiters.add(check)
+    })
   }
 
   /** Why the sink is not taking points right now, or undefined when it is. */
@@ -71,11 +96,17 @@ export class Writer {
 
   /**
    * Resolves true once the points are held (with a spool: on disk), or false, holding nothing, when
-   * they do not fit: a push route answers 429 and the client keeps them.
+   * they do not fit within `waitMs`: a push route answers 429 and the client keeps them.
    */
-  async accept (body: Buffer, count: number, source: string): Promise<boolean> {
+  async accept (body: Buffer, count: number, source: string, waitMs = 0): Promise<boolean> {
     if (count === 0) return true
-    if (this.closing || !this.buffer.fits(count, body.length)) return false
+    const deadline = Date.now() + waitMs
+    // Checked again after each wait: another push woken by the same commit may have taken the room.
+    // From the last check to the start of append() nothing else runs, so the bound holds.
+    while (!this.buffer.fits(count, body.length)) {
+      if (!await this.waitForRoom(deadline - Date.now(), count, body.length)) return false
+    }
+    if (this.closing) return false
     await this.buffer.append({ body, count })
     this.stats.accepted[source] = (this.stats.accepted[source] ?? 0) + count
     // The first point starts the flush interval; a full batch goes at once.
@@ -101,6 +132,7 @@ export class Writer {
 
   private async drain (deadline: number): Promise<void> {
     this.closing = true
+    for (const check of this.roomWaiters) check()
     const timer = setTimeout(() => this.stopWaiting.abort(), Math.max(0, deadline - Date.now()))
     this.wake?.()
     await this.loop
@@ -132,6 +164,7 @@ export class Writer {
       if (batch === undefined) continue
       if (!await this.deliver(batch.body, batch.count)) return
       await this.buffer.commit()
+      for (const check of this.roomWaiters) check()
     }
   }
 

@@ -3,6 +3,11 @@ import type { Writer } from '../writer'
 
 /** Seconds a client is asked to wait when the buffer is full. */
 const RETRY_AFTER_S = 1
+/**
+ * Longest a push waits for room in a full buffer before it is refused with 429. Short of client
+ * timeouts (InfluxDB clients default to 10 s or more), long enough for the sink to take a batch.
+ */
+export const ROOM_WAIT_MS = 1000
 
 /** 429 with Retry-After: the buffer is full, the client keeps its points and tries again. */
 export async function tooManyPoints (reply: FastifyReply, count?: number): Promise<FastifyReply> {
@@ -13,18 +18,19 @@ export async function tooManyPoints (reply: FastifyReply, count?: number): Promi
   })
 }
 
-/** Hands a push's points to the writer and answers: 204 once they are held, 429 when they do not fit. */
+/** Hands a push's points to the writer and answers: 204 once they are held, 429 when they do not fit in time. */
 export async function acknowledge (writer: Writer, reply: FastifyReply, body: Buffer, count: number, source: string): Promise<FastifyReply> {
-  if (!await writer.accept(body, count, source)) return await tooManyPoints(reply, count)
+  if (!await writer.accept(body, count, source, ROOM_WAIT_MS)) return await tooManyPoints(reply, count)
   return await reply.code(204).send(null)
 }
 
 /**
- * An onRequest hook: while the buffer is full, answer 429 before reading the body, so a client
- * pushing faster than InfluxDB takes points costs no parsing and no memory.
+ * An onRequest hook: while the buffer is full, wait for room before reading the body, and answer
+ * 429 if none comes — a client pushing faster than InfluxDB takes points is slowed down, and costs
+ * no parsing and no memory meanwhile.
  */
 export function refuseWhenFull (writer: Writer) {
   return async (_request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    if (writer.full) await tooManyPoints(reply)
+    if (writer.full && !await writer.waitForRoom(ROOM_WAIT_MS)) await tooManyPoints(reply)
   }
 }
