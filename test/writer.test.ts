@@ -147,6 +147,31 @@ t.test('a full buffer refuses new points instead of dropping them silently', asy
   t.equal(writer.bufferedPoints, 100)
 })
 
+t.test('a push waits for room in a full buffer, and pushes woken together still respect the bound', async t => {
+  const vm = await startVictoriaMetrics(t)
+  await vm.stop()
+  const writer = startWriter(t, vm.url, { maxRetryDelay: 200, batchSize: 100 }, 100)
+  t.ok(await writer.accept(lines('wait', 0, 100), 100, 'push'))
+  t.ok(writer.full)
+  const started = Date.now()
+  t.notOk(await writer.accept(lines('wait', 100, 60), 60, 'push', 300), 'no room within the wait: refused')
+  t.ok(Date.now() - started >= 290, 'after waiting')
+  t.notOk(await writer.waitForRoom(100), 'still full')
+
+  const held: number[] = []
+  const push = async (from: number): Promise<boolean> => {
+    const accepted = await writer.accept(lines('wait', from, 60), 60, 'push', 20_000)
+    held.push(writer.bufferedPoints)
+    return accepted
+  }
+  const both = Promise.all([push(200), push(300)])
+  await vm.start()
+  t.same(await both, [true, true], 'both accepted once InfluxDB took what was in the way')
+  t.ok(held.every(points => points <= 100), `never more than BUFFER_POINTS held (${held.join(', ')})`)
+  await waitFor(() => writer.stats.written === 220, 'delivery')
+  t.equal((await vm.export('{__name__="wait_v"}')).length, 220, 'every accepted point delivered')
+})
+
 t.test('close() delivers what is buffered; what cannot be delivered by the deadline is counted', async t => {
   const vm = await startVictoriaMetrics(t)
   const writer = startWriter(t, vm.url, { flushInterval: 60_000 })
