@@ -40,7 +40,10 @@ FROM ${BASE_IMAGE}
 # `-e HOST=0.0.0.0 -e WRITE_TOKEN=… -e QUERY_TOKEN=…` to publish the port with `docker run -p`;
 # 0.0.0.0 still answers the HEALTHCHECK on 127.0.0.1. See README "Kubernetes" for why the
 # probes there are exec probes rather than HTTP probes on the pod IP.
+# MALLOC_ARENA_MAX and --max-semi-space-size (ENTRYPOINT) keep resident memory under load
+# within SPEC §7's 150 MB: see README "Performance". npm start runs node the same way.
 ENV NODE_ENV=production \
+    MALLOC_ARENA_MAX=2 \
     HOST=127.0.0.1 \
     PORT=8186 \
     SINK_FILE=/data/metrics.lp
@@ -60,5 +63,5 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 8186) + '/health', { signal: AbortSignal.timeout(3000) }).then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # ENTRYPOINT, so arguments reach the service (`docker run IMAGE --once`, SPEC §8) and a base
 # image's own entrypoint script never sits between the runtime and node.
-ENTRYPOINT ["node", "dist/src/server.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=2", "dist/src/server.js"]
 CMD []

@@ -36,7 +36,7 @@ import { join } from 'node:path'
 import { formatSummary, summarise } from './cpuprofile'
 import { entries, formatFigure, LINES, ONE_FIELD_PER_ENTRY, type ParseFigure } from './parse'
 import { cleanup, coreBusySeconds, diffThreads, installSignalHandlers, isInterrupted, keepDir, logTail, rssBytes, Sampler, sleep, start, tempDir, threadCpu, type Child } from './procs'
-import { BUCKET, ORG, sidecarCounters, sidecarMemory, startSidecar, startVictoriaMetrics, startVmagent, stop, vmagentVersion, type Store, type Target } from './services'
+import { BUCKET, ORG, RUNTIME_ENV, RUNTIME_NODE_ARGS, sidecarCounters, sidecarMemory, startSidecar, startVictoriaMetrics, startVmagent, stop, vmagentVersion, type Store, type Target } from './services'
 import type { SinkFigure } from './sink'
 import { lineProtocolScript, runWrk, staticScript, type WrkResult } from './wrk'
 
@@ -396,7 +396,7 @@ async function main (): Promise<void> {
     ...machine(),
     versions,
     `layout: sidecar and vmagent pinned to core ${TARGET_CPU}; wrk (-t1) and VictoriaMetrics to core ${LOAD_CPU}; A B B A, ${SECONDS} s per phase, ${WARMUP_SECONDS} s warm-up${BACKOFF_MS > 0 ? `; line-protocol clients wait ${BACKOFF_MS} ms after a 429` : ''}`,
-    `sidecar: node ${[...SIDECAR_NODE_ARGS, SIDECAR_ENTRY].join(' ')}; ${sidecarSettings()}; SIDECAR_CONFIG ${JSON.stringify(SIDECAR_FILE_CONFIG)}; bucket ${BUCKET}, org ${ORG}`,
+    `sidecar: ${Object.entries(RUNTIME_ENV).map(([k, v]) => `${k}=${v} `).join('')}node ${[...RUNTIME_NODE_ARGS, ...SIDECAR_NODE_ARGS, SIDECAR_ENTRY].join(' ')} (as npm start and the image run it); ${sidecarSettings()}; SIDECAR_CONFIG ${JSON.stringify(SIDECAR_FILE_CONFIG)}; bucket ${BUCKET}, org ${ORG}`,
     '',
     ...table(phases, parse),
     '',

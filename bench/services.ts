@@ -130,6 +130,10 @@ export interface SidecarOptions {
   extraEnv: Record<string, string>
 }
 
+/** The sidecar runs as `npm start` and the image run it (package.json, Dockerfile); the benchmark measures that. */
+export const RUNTIME_NODE_ARGS = ['--max-semi-space-size=2']
+export const RUNTIME_ENV = { MALLOC_ARENA_MAX: '2' }
+
 export async function startSidecar (options: SidecarOptions): Promise<Target> {
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
@@ -146,10 +150,12 @@ export async function startSidecar (options: SidecarOptions): Promise<Target> {
     LOG_LEVEL: 'warn',
     DATABASE_URL: options.databaseUrl,
     POLL_INTERVAL: '1h',
-    SIDECAR_CONFIG: configFile
+    SIDECAR_CONFIG: configFile,
+    ...RUNTIME_ENV
   }
   Object.assign(env, options.extraEnv)
-  const child = start('sidecar', options.cpu, process.execPath, [...(options.nodeArgs ?? []), options.entry], {
+  // Later flags win: BENCH_SIDECAR_NODE_ARGS can override the runtime's.
+  const child = start('sidecar', options.cpu, process.execPath, [...RUNTIME_NODE_ARGS, ...(options.nodeArgs ?? []), options.entry], {
     env, cwd: join(__dirname, '..', '..'), logDir: options.logDir
   })
   await waitFor(async () => await ok(`${url}/health`), 'the sidecar to start', 30_000, child)

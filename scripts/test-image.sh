@@ -189,7 +189,7 @@ pid=$(podman inspect --format '{{.State.Pid}}' "$container")
 uid=$(awk '/^Uid:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo unknown)
 [[ $uid =~ ^[0-9]+$ && $uid != 0 ]] && pass "the container process runs as uid $uid" || fail "container process uid is $uid"
 cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
-[[ $cmdline == "node dist/src/server.js "* ]] && pass "PID 1 is node itself ($cmdline)" || fail "PID 1 is '$cmdline'"
+[[ $cmdline == "node --max-semi-space-size=2 dist/src/server.js "* ]] && pass "PID 1 is node itself ($cmdline)" || fail "PID 1 is '$cmdline'"
 
 derps=""
 for _ in $(seq 15); do
