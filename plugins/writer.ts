@@ -14,7 +14,12 @@ declare module 'fastify' {
   }
 }
 
-const SEGMENT_BYTES = 8 * 1024 * 1024
+/**
+ * Large enough that opening and syncing a new segment is rare at 100 MB/s of ingest, and at most an
+ * eighth of spoolMaxBytes: the active segment is only deleted once sealed, so a small spool needs
+ * small segments to free room.
+ */
+const segmentBytes = (maxBytes: number): number => Math.min(64 * 1024 * 1024, Math.floor(maxBytes / 8))
 
 /** How long close() keeps trying to deliver what is buffered. */
 const FLUSH_ON_CLOSE_MS = 8000
@@ -28,7 +33,7 @@ export default fp(async (fastify) => {
   const sink: Sink = config.influx === undefined ? new FileSink(config.sinkFile) : new InfluxSink(config.influx)
   const buffer: PointBuffer = config.spoolDir === undefined
     ? new MemoryBuffer(config.bufferPoints)
-    : await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, segmentBytes: SEGMENT_BYTES, log: fastify.log.child({ component: 'spool' }) })
+    : await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, segmentBytes: segmentBytes(config.spoolMaxBytes), log: fastify.log.child({ component: 'spool' }) })
   const writer = new Writer(sink, buffer, {
     batchSize: config.batchSize,
     flushInterval: config.flushInterval,
