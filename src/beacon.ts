@@ -41,23 +41,26 @@ function timestampNs (value: string | number, where: string): string {
   return String(ns)
 }
 
-function fieldValue (value: Beacon['fields'][string], where: string): FieldValue {
+function fieldValue (value: Beacon['fields'][string], where: string, key: string): FieldValue {
   if (typeof value === 'object') {
     const int = BigInt(value.int)
-    if (int < INT64_MIN || int > INT64_MAX) throw new HttpError(400, `${where}: ${value.int} does not fit a 64-bit integer`)
+    if (int < INT64_MIN || int > INT64_MAX) throw new HttpError(400, `${where}/fields/${key}: ${value.int} does not fit a 64-bit integer`)
     return int
   }
-  if (typeof value === 'number' && !Number.isFinite(value)) throw new HttpError(400, `${where}: ${value} is not a finite number`)
+  if (typeof value === 'number' && !Number.isFinite(value)) throw new HttpError(400, `${where}/fields/${key}: ${value} is not a finite number`)
   return value
 }
 
-/** Names line protocol cannot carry: keys InfluxDB reserves, and a trailing backslash (it would escape the separator). */
-function checkNames (names: Record<string, unknown> | undefined, where: string, values = false): void {
-  for (const [key, value] of Object.entries(names ?? {})) {
-    if (key.length > 65_535) throw new HttpError(400, `${where}: a key of ${key.length} characters is over InfluxDB's 65535`)
-    if (RESERVED.has(key)) throw new HttpError(400, `${where}/${key}: "${key}" is a key InfluxDB reserves`)
-    if (key.endsWith('\\') || (values && String(value).endsWith('\\'))) {
-      throw new HttpError(400, `${where}/${key}: names and tag values cannot end with a backslash in line protocol`)
+/**
+ * Names line protocol cannot carry: keys InfluxDB reserves, and a trailing backslash (it would escape
+ * the separator). Paths for messages are only built on failure: this runs for every beacon.
+ */
+function checkNames (names: Record<string, unknown> | undefined, where: string, part: 'tags' | 'fields'): void {
+  for (const key in names) {
+    if (key.length > 65_535) throw new HttpError(400, `${where}/${part}: a key of ${key.length} characters is over InfluxDB's 65535`)
+    if (RESERVED.has(key)) throw new HttpError(400, `${where}/${part}/${key}: "${key}" is a key InfluxDB reserves`)
+    if (key.endsWith('\\') || (part === 'tags' && String(names[key]).endsWith('\\'))) {
+      throw new HttpError(400, `${where}/${part}/${key}: names and tag values cannot end with a backslash in line protocol`)
     }
   }
 }
@@ -75,10 +78,10 @@ export function beaconsToLineProtocol (beacons: Beacon[], pathOf: (index: number
     if (beacon.measurement.startsWith('#') || beacon.measurement.endsWith('\\')) {
       throw new HttpError(400, `${where}/measurement: a measurement cannot start with "#" or end with a backslash`)
     }
-    checkNames(beacon.tags, `${where}/tags`, true)
-    checkNames(beacon.fields, `${where}/fields`)
+    checkNames(beacon.tags, where, 'tags')
+    checkNames(beacon.fields, where, 'fields')
     const fields: Record<string, FieldValue> = {}
-    for (const [key, value] of Object.entries(beacon.fields)) fields[key] = fieldValue(value, `${where}/fields/${key}`)
+    for (const key in beacon.fields) fields[key] = fieldValue(beacon.fields[key], where, key)
     const timestamp = beacon.timestamp === undefined ? stampNs() : timestampNs(beacon.timestamp, where)
     const line = formatPoint({ measurement: beacon.measurement, tags: beacon.tags, fields, timestamp })
     if (line === undefined) throw new HttpError(400, `${where}: cannot be written as line protocol`)

@@ -106,6 +106,13 @@ t.test('formatPoint writes what the reference encoder writes', async t => {
   const point = (fields: Record<string, number | bigint | string>, tags?: Record<string, string>, measurement = 'm'): string | undefined =>
     formatPoint({ measurement, tags, fields, timestamp: '1' })
   t.equal(point({ a: 6632243, b: 0.0001, c: 0.00001, d: 1e21, e: -0.64, f: 123456 }), 'm a=6.632243e+06,b=0.0001,c=1e-05,d=1e+21,e=-0.64,f=123456 1')
+  // Where Go switches between plain and exponent notation (1e-4 and 1e6), and the extremes.
+  const floats = {
+    a: -0, b: 0, c: 999999.9999999999, d: 1e6, e: -1e6, f: 9.999999999999999e-5, g: -0.0001, h: 1e-7, i: 2 ** 53,
+    j: 5e-324, k: 1.7976931348623157e308, l: 123456.789, m: 1.5e-10, n: 0.1
+  }
+  t.equal(point(floats), 'm a=-0,b=0,c=999999.9999999999,d=1e+06,e=-1e+06,f=9.999999999999999e-05,g=-0.0001,h=1e-07,' +
+    'i=9.007199254740992e+15,j=5e-324,k=1.7976931348623157e+308,l=123456.789,m=1.5e-10,n=0.1 1')
   t.equal(point({ 'k\\': 1, v: 1 }, { path: 'C:\\dir', 'a b': 'x,y=z' }), 'm,a\\ b=x\\,y\\=z,path=C:\\dir v=1 1')
   t.equal(point({ v: 1 }, { t: 'ends\\' }), undefined, 'a trailing backslash would escape the separator')
   t.equal(point({ v: 1 }, undefined, 'ends\\'), undefined)

@@ -4,6 +4,9 @@ import type { FieldValue, Point } from './point'
 // else is kept as it is, so backslashes are not escaped (that would double them).
 const MEASUREMENT_SPECIAL = /[, \n\r\t]/g
 const KEY_SPECIAL = /[,= \n\r\t]/g
+// Most names need no escaping: testing first is cheaper than replace() with a callback.
+const HAS_MEASUREMENT_SPECIAL = /[, \n\r\t]/
+const HAS_KEY_SPECIAL = /[,= \n\r\t]/
 const STRING_SPECIAL = /["\\]/g
 
 const escapeChar = (c: string): string => {
@@ -15,8 +18,8 @@ const escapeChar = (c: string): string => {
   }
 }
 
-export const escapeMeasurement = (s: string): string => s.replace(MEASUREMENT_SPECIAL, escapeChar)
-export const escapeKey = (s: string): string => s.replace(KEY_SPECIAL, escapeChar)
+export const escapeMeasurement = (s: string): string => HAS_MEASUREMENT_SPECIAL.test(s) ? s.replace(MEASUREMENT_SPECIAL, escapeChar) : s
+export const escapeKey = (s: string): string => HAS_KEY_SPECIAL.test(s) ? s.replace(KEY_SPECIAL, escapeChar) : s
 
 /** The field value as line protocol, or undefined when it cannot be represented (NaN, ±Infinity). */
 export function formatFieldValue (value: FieldValue): string | undefined {
@@ -28,20 +31,17 @@ export function formatFieldValue (value: FieldValue): string | undefined {
   }
 }
 
+const ONE_DIGIT_EXPONENT = /e([+-])(\d)$/
+
 /** As Go's strconv.FormatFloat(x, 'g', -1, 64), which InfluxData's encoder uses: 1e+06, 0.0001, 1e-05. */
 function formatFloat (x: number): string {
+  // Go and JavaScript both print the shortest round-trip digits; between 1e-4 and 1e6 both write
+  // them without an exponent, so String() is Go's output there.
+  const abs = Math.abs(x)
+  if (abs >= 1e-4 && abs < 1e6) return String(x)
   if (x === 0) return Object.is(x, -0) ? '-0' : '0'
-  const [mantissa, e] = x.toExponential().split('e') // shortest round-trip digits
-  const sign = x < 0 ? '-' : ''
-  const digits = mantissa.replace(/^-/, '').replace('.', '')
-  const exp = Number(e)
-  if (exp < -4 || exp >= 6) {
-    const fraction = digits.length > 1 ? `.${digits.slice(1)}` : ''
-    return `${sign}${digits[0]}${fraction}e${exp < 0 ? '-' : '+'}${String(Math.abs(exp)).padStart(2, '0')}`
-  }
-  if (exp < 0) return `${sign}0.${'0'.repeat(-exp - 1)}${digits}`
-  const fraction = digits.length > exp + 1 ? `.${digits.slice(exp + 1)}` : ''
-  return `${sign}${digits.slice(0, exp + 1).padEnd(exp + 1, '0')}${fraction}`
+  // Go writes at least two exponent digits: 1e+06, where JavaScript writes 1e+6.
+  return x.toExponential().replace(ONE_DIGIT_EXPONENT, 'e$10$2')
 }
 
 /** A trailing backslash would escape the separator after it, so such names cannot be written. */
