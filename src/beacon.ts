@@ -5,6 +5,11 @@ import type { FieldValue } from './line-protocol/point'
 import { HttpError } from './http/errors'
 
 const Name = Type.String({ minLength: 1, maxLength: 65_535 })
+/**
+ * Any key. TypeBox writes a Record's string keys as `^(.*)$`, which a key holding a newline does
+ * not match, so such a key would escape validation; lengths are checked in checkNames.
+ */
+const AnyKey = Type.String({ pattern: '^[\\s\\S]*$' })
 
 /** `{"int": 5}` (or a string of digits, beyond 2^53) marks an integer field; a bare JSON number is a float. */
 const IntegerField = Type.Object({
@@ -13,8 +18,8 @@ const IntegerField = Type.Object({
 
 export const Beacon = Type.Object({
   measurement: Name,
-  tags: Type.Optional(Type.Record(Name, Type.String({ maxLength: 65_535 }))),
-  fields: Type.Record(Name, Type.Union([Type.Number(), Type.Boolean(), Type.String({ maxLength: 65_535 }), IntegerField]), { minProperties: 1 }),
+  tags: Type.Optional(Type.Record(AnyKey, Type.String({ maxLength: 65_535 }))),
+  fields: Type.Record(AnyKey, Type.Union([Type.Number(), Type.Boolean(), Type.String({ maxLength: 65_535 }), IntegerField]), { minProperties: 1 }),
   /** RFC 3339 (any fraction of a second, to the nanosecond) or integer epoch milliseconds. */
   timestamp: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Integer()]))
 }, { additionalProperties: false })
