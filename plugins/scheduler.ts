@@ -16,7 +16,7 @@ export default fp(async (fastify) => {
     measurementsFromConfig(fastify.config, fastify.pgServer),
     points => {
       const { body, count } = formatPoints(points)
-      fastify.writer.acceptOrDrop(Buffer.from(body), count, 'poll')
+      fastify.writer.acceptOrDrop(body, count, 'poll')
     },
     { pollTimeout: fastify.config.pollTimeout, log: fastify.log.child({ component: 'scheduler' }) }
   )

@@ -90,7 +90,7 @@ export default fp(async (fastify) => {
       if (s.lastDurationMs !== undefined) fields[`poll_duration_ms_${name}`] = s.lastDurationMs
     }
     const { body, count } = formatPoints([{ measurement: 'sidecar', tags: { host }, fields, timestamp: stampNs() }])
-    writer.acceptOrDrop(Buffer.from(body), count, 'self')
+    writer.acceptOrDrop(body, count, 'self')
   }
   let timer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => { timer = setInterval(report, config.pollInterval).unref() })

@@ -49,7 +49,7 @@ export class Writer {
   private closed?: Promise<void>
   private readonly stopWaiting = new AbortController()
   private readonly loop: Promise<void>
-  /** Called after every commit and on close: pushes waiting for room check again, in arrival order. */
+  /** Pushes waiting for room (see waitForRoom). */
   private readonly roomWaiters = new Set<() => void>()
 
   constructor (private readonly sink: Sink, readonly buffer: PointBuffer, private readonly options: WriterOptions) {
@@ -72,19 +72,19 @@ export class Writer {
    * to the sink's pace instead of spinning on 429s, which would take CPU from delivery.
    */
   async waitForRoom (ms: number, count = 1, bytes = 0): Promise<boolean> {
-    const room = (): boolean => !this.closing && this.buffer.fits(count, bytes)
-    if (room() || this.closing || ms <= 0) return room()
+    if (this.closing) return false
+    if (ms <= 0 || this.buffer.fits(count, bytes)) return this.buffer.fits(count, bytes)
     return await new Promise(resolve => {
-      const check = (): void => {
-        if (!room() && !this.closing) return
+      const finish = (room: boolean): void => {
         clearTimeout(timer)
         this.roomWaiters.delete(check)
-        resolve(room())
+        resolve(room)
       }
-      const timer = setTimeout(() => {
-        this.roomWaiters.delete(check)
-        resolve(false)
-      }, ms)
+      const check = (): void => {
+        if (this.closing) finish(false)
+        else if (this.buffer.fits(count, bytes)) finish(true)
+      }
+      const timer = setTimeout(finish, ms, false)
       this.roomWaiters.add(check)
     })
   }
@@ -100,11 +100,13 @@ export class Writer {
    */
   async accept (body: Buffer, count: number, source: string, waitMs = 0): Promise<boolean> {
     if (count === 0) return true
-    const deadline = Date.now() + waitMs
-    // Checked again after each wait: another push woken by the same commit may have taken the room.
-    // From the last check to the start of append() nothing else runs, so the bound holds.
-    while (!this.buffer.fits(count, body.length)) {
-      if (!await this.waitForRoom(deadline - Date.now(), count, body.length)) return false
+    if (!this.buffer.fits(count, body.length)) {
+      const deadline = Date.now() + waitMs
+      // Checked again after each wait: another push woken by the same commit may have taken the room.
+      // From the last check to the start of append() nothing else runs, so the bound holds.
+      do {
+        if (!await this.waitForRoom(deadline - Date.now(), count, body.length)) return false
+      } while (!this.buffer.fits(count, body.length))
     }
     if (this.closing) return false
     await this.buffer.append({ body, count })
@@ -132,7 +134,7 @@ export class Writer {
 
   private async drain (deadline: number): Promise<void> {
     this.closing = true
-    for (const check of this.roomWaiters) check()
+    this.recheckWaiters()
     const timer = setTimeout(() => this.stopWaiting.abort(), Math.max(0, deadline - Date.now()))
     this.wake?.()
     await this.loop
@@ -145,6 +147,11 @@ export class Writer {
       this.stats.dropped.shutdown += left
     }
     await this.buffer.close()
+  }
+
+  /** Room was freed (a commit) or will never come (close): waiting pushes look again, in arrival order. */
+  private recheckWaiters (): void {
+    for (const check of this.roomWaiters) check()
   }
 
   private dropFull (count: number, source: string, why: string): void {
@@ -164,7 +171,7 @@ export class Writer {
       if (batch === undefined) continue
       if (!await this.deliver(batch.body, batch.count)) return
       await this.buffer.commit()
-      for (const check of this.roomWaiters) check()
+      this.recheckWaiters()
     }
   }
 

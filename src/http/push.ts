@@ -7,7 +7,7 @@ const RETRY_AFTER_S = 1
  * Longest a push waits for room in a full buffer before it is refused with 429. Short of client
  * timeouts (InfluxDB clients default to 10 s or more), long enough for the sink to take a batch.
  */
-export const ROOM_WAIT_MS = 1000
+const ROOM_WAIT_MS = 1000
 
 /** 429 with Retry-After: the buffer is full, the client keeps its points and tries again. */
 export async function tooManyPoints (reply: FastifyReply, count?: number): Promise<FastifyReply> {

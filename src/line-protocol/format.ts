@@ -74,8 +74,8 @@ export function formatPoint (point: Point): string | undefined {
   return `${line} ${point.timestamp}`
 }
 
-/** Points as newline-terminated line protocol, and how many were representable. */
-export function formatPoints (points: Point[]): { body: string, count: number } {
+/** Points as newline-terminated line protocol (bytes, as the writer takes them), and how many were representable. */
+export function formatPoints (points: Point[]): { body: Buffer, count: number } {
   let body = ''
   let count = 0
   for (const point of points) {
@@ -84,5 +84,5 @@ export function formatPoints (points: Point[]): { body: string, count: number } 
     body += line + '\n'
     count++
   }
-  return { body, count }
+  return { body: Buffer.from(body), count }
 }

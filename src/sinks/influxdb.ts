@@ -19,10 +19,7 @@ const MAX_ERROR_BODY = 64 * 1024
 
 const gzipAsync = promisify(gzip)
 
-/**
- * `Retry-After` is in seconds (or an HTTP date); the official client reads the number as
- * milliseconds, so the header is parsed here.
- */
+/** `Retry-After` in milliseconds: the header holds seconds or an HTTP date. */
 export function retryAfterMs (header: string | string[] | undefined, now = Date.now()): number | undefined {
   const value = Array.isArray(header) ? header[0] : header
   if (value === undefined || value.trim() === '') return undefined
@@ -90,7 +87,7 @@ export class InfluxSink implements Sink {
 
   /** Resolves on 2xx; otherwise rejects with a SinkError saying what InfluxDB answered, or why it could not be reached. */
   private async exchange (url: URL, method: string, headers: Record<string, string | number>, payload?: Buffer): Promise<void> {
-    if (this.authorization !== undefined) headers.authorization = this.authorization
+    if (this.authorization !== undefined) headers = { ...headers, authorization: this.authorization }
     await new Promise<void>((resolve, reject) => {
       const req = this.request(url, { method, headers, agent: this.agent, timeout: REQUEST_TIMEOUT_MS }, response => {
         const status = response.statusCode ?? 0
