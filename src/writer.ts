@@ -1,7 +1,8 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { PointBuffer } from './buffer/buffer'
 import { splitEntries } from './line-protocol/parse'
-import { SinkError, type Sink } from './sinks/sink'
+import type { Chunk } from './buffer/buffer'
+import { SinkError, type Encoded, type Sink } from './sinks/sink'
 
 export interface WriterOptions {
   /** Points per request to the sink. */
@@ -25,6 +26,9 @@ export interface WriterStats {
 
 const MIN_RETRY_DELAY_MS = 250
 
+/** A batch peeked from the buffer, with its encoding for the sink under way. */
+interface Batch extends Chunk { encoded: Promise<Encoded> }
+
 const sleep = async (ms: number, signal: AbortSignal): Promise<void> => await new Promise(resolve => {
   const timer = setTimeout(done, ms)
   signal.addEventListener('abort', done, { once: true })
@@ -38,13 +42,16 @@ const sleep = async (ms: number, signal: AbortSignal): Promise<void> => await ne
 /**
  * The one writer every point goes through: sources hand it line protocol, it holds it in a buffer
  * (memory, or the on-disk spool), delivers batches by size and interval to the sink one at a time
- * (so order is kept), retries what may succeed later, isolates what the sink refuses, and counts
- * every point as written or dropped.
+ * (so order is kept) while it encodes the next, retries what may succeed later, isolates what the
+ * sink refuses, and counts every point as written or dropped.
  */
 export class Writer {
   readonly stats: WriterStats = { accepted: {}, written: 0, dropped: { rejected: 0, buffer_full: 0, shutdown: 0 }, retries: 0, batches: 0 }
   private lastFailure?: SinkError
-  private wake?: () => void
+  /** Points in batches peeked from the buffer and not yet committed. */
+  private batched = 0
+  /** Set while the writer waits for points: how many it waits for, and how to stop waiting. */
+  private waiting?: { points: number, wake: () => void }
   private closing = false
   private closed?: Promise<void>
   private readonly stopWaiting = new AbortController()
@@ -112,7 +119,7 @@ export class Writer {
     await this.buffer.append({ body, count })
     this.stats.accepted[source] = (this.stats.accepted[source] ?? 0) + count
     // The first point starts the flush interval; a full batch goes at once.
-    if (this.buffer.points === count || this.buffer.points >= this.options.batchSize) this.wake?.()
+    if (this.waiting !== undefined && this.buffer.points - this.batched >= this.waiting.points) this.waiting.wake()
     return true
   }
 
@@ -136,7 +143,7 @@ export class Writer {
     this.closing = true
     this.recheckWaiters()
     const timer = setTimeout(() => this.stopWaiting.abort(), Math.max(0, deadline - Date.now()))
-    this.wake?.()
+    this.waiting?.wake()
     await this.loop
     clearTimeout(timer)
     const left = this.buffer.points
@@ -160,38 +167,70 @@ export class Writer {
   }
 
   private async run (): Promise<void> {
-    while (!this.stopWaiting.signal.aborted) {
-      if (this.buffer.points === 0) {
-        if (this.closing) return
-        await this.waitForWake(undefined)
-        continue
+    let next = this.nextBatch()
+    try {
+      while (!this.stopWaiting.signal.aborted) {
+        const batch = await next
+        if (batch === undefined) return
+        // The next batch is peeked and encoded while this one is in flight, and sent after it.
+        next = this.nextBatch()
+        if (!await this.deliver(batch)) return
+        await this.buffer.commit()
+        this.batched -= batch.count
+        this.recheckWaiters()
       }
-      if (this.buffer.points < this.options.batchSize && !this.closing) await this.waitForWake(this.options.flushInterval)
-      const batch = await this.buffer.peek(this.options.batchSize)
-      if (batch === undefined) continue
-      if (!await this.deliver(batch.body, batch.count)) return
-      await this.buffer.commit()
-      this.recheckWaiters()
+    } finally {
+      // Stopped: the batch being prepared stays in the buffer, but must be done reading it first.
+      this.waiting?.wake()
+      await next.catch(() => undefined)
     }
   }
 
-  private async waitForWake (ms: number | undefined): Promise<void> {
+  /**
+   * Waits until a batch is full, or the flush interval has passed since its first point, then peeks
+   * at it and starts encoding it; undefined once closing with nothing left.
+   */
+  private async nextBatch (): Promise<Batch | undefined> {
+    while (this.buffer.points === this.batched) {
+      if (this.closing) return undefined
+      await this.waitFor(1, undefined)
+    }
+    if (this.buffer.points - this.batched < this.options.batchSize && !this.closing) await this.waitFor(this.options.batchSize, this.options.flushInterval)
+    const chunk = await this.buffer.peek(this.options.batchSize)
+    if (chunk === undefined) return undefined
+    this.batched += chunk.count
+    return this.batchOf(chunk.body, chunk.count)
+  }
+
+  private async waitFor (points: number, ms: number | undefined): Promise<void> {
     await new Promise<void>(resolve => {
       const timer = ms === undefined ? undefined : setTimeout(resolve, ms)
-      this.wake = () => {
-        clearTimeout(timer)
-        resolve()
+      this.waiting = {
+        points,
+        wake: () => {
+          clearTimeout(timer)
+          resolve()
+        }
       }
     })
-    this.wake = undefined
+    this.waiting = undefined
+  }
+
+  private batchOf (body: Buffer, count: number): Batch {
+    const encoded = this.sink.encode(body)
+    // Awaited in deliver(); a batch left behind at shutdown must not become an unhandled rejection.
+    encoded.catch(() => undefined)
+    return { body, count, encoded }
   }
 
   /** Resolves true once every point is written or dropped, false when stopped while retrying. */
-  private async deliver (body: Buffer, count: number): Promise<boolean> {
+  private async deliver (batch: Batch): Promise<boolean> {
+    const { body, count } = batch
     for (let attempt = 0; ; attempt++) {
       try {
         this.stats.batches++
-        await this.sink.send(body)
+        // A retry encodes again: the encoding may be what failed.
+        await this.sink.send(await (attempt === 0 ? batch.encoded : this.sink.encode(body)))
         this.lastFailure = undefined
         this.stats.written += count
         return true
@@ -217,8 +256,8 @@ export class Writer {
     }
     const entries = splitEntries(body)
     const half = entries.length >> 1
-    return await this.deliver(Buffer.concat(entries.slice(0, half)), half) &&
-      await this.deliver(Buffer.concat(entries.slice(half)), entries.length - half)
+    return await this.deliver(this.batchOf(Buffer.concat(entries.slice(0, half)), half)) &&
+      await this.deliver(this.batchOf(Buffer.concat(entries.slice(half)), entries.length - half))
   }
 
   private backoff (attempt: number): number {

@@ -33,6 +33,26 @@ t.test('the spool keeps order across segments and deletes what was delivered', a
   await spool.close()
 })
 
+t.test('a peek reads on after the batches peeked before it; commits go in peek order', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'spool-'))
+  let spool = await Spool.open(dir, { maxBytes: 10_000_000, segmentBytes: 300, log })
+  for (let i = 0; i < 10; i++) await spool.append({ body: lines('m', i * 5, 5), count: 5 })
+  const values = (chunk: { body: Buffer } | undefined): number[] => [...(chunk?.body.toString() ?? '').matchAll(/v=(\d+)/g)].map(m => Number(m[1]))
+  const first = await spool.peek(15)
+  const second = await spool.peek(15)
+  t.same(values(first), Array.from({ length: 15 }, (_, i) => i))
+  t.same(values(second), Array.from({ length: 15 }, (_, i) => 15 + i), 'the second peek starts where the first ended')
+  await spool.commit()
+  t.equal(spool.points, 35, 'the first commit removes the first batch only')
+  t.same(values(await spool.peek(100)), Array.from({ length: 20 }, (_, i) => 30 + i), 'a third peek follows the second')
+  t.equal(await spool.peek(100), undefined, 'nothing is left to peek at')
+  await spool.commit()
+  await spool.close()
+  spool = await Spool.open(dir, { maxBytes: 10_000_000, segmentBytes: 300, log })
+  t.equal(spool.points, 20, 'a restart replays only what was not committed')
+  await spool.close()
+})
+
 t.test('a restart replays what was not delivered; a torn tail is cut off and the rest goes on', async t => {
   const dir = await mkdtemp(join(tmpdir(), 'spool-'))
   let spool = await Spool.open(dir, { maxBytes: 10_000_000, segmentBytes: 400, log })

@@ -8,7 +8,7 @@ import { Writer, type WriterOptions } from '../src/writer'
 import { freePort, latestBy, startVictoriaMetrics, waitFor, type VictoriaMetrics } from './helper'
 
 
-interface Received { url: string, headers: IncomingMessage['headers'], body: string, at: number }
+interface Received { url: string, headers: IncomingMessage['headers'], body: string, at: number, answeredAt?: number }
 type Answer = { status: number, headers?: Record<string, string>, body?: string } | 'forward'
 
 /**
@@ -23,14 +23,15 @@ async function influxFront (t: Test, vm: VictoriaMetrics, answer: (request: Rece
     req.on('data', c => chunks.push(c)).on('end', () => {
       const raw = Buffer.concat(chunks)
       const body = (req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString()
-      const request = { url: req.url ?? '', headers: req.headers, body, at: Date.now() }
+      const request: Received = { url: req.url ?? '', headers: req.headers, body, at: Date.now() }
       received.push(request)
       const decision = answer(request, received.length)
-      if (decision !== 'forward') {
-        res.writeHead(decision.status, { 'content-type': 'application/json', ...decision.headers }).end(decision.body ?? '')
-        return
+      const reply = (status: number, headers: Record<string, string> = {}, text = ''): void => {
+        request.answeredAt = Date.now()
+        res.writeHead(status, headers).end(text)
       }
-      fetch(`${vm.url}${req.url ?? ''}`, { method: 'POST', body }).then(r => res.writeHead(r.status).end(), () => res.writeHead(502).end())
+      if (decision !== 'forward') return reply(decision.status, { 'content-type': 'application/json', ...decision.headers }, decision.body)
+      fetch(`${vm.url}${req.url ?? ''}`, { method: 'POST', body }).then(r => reply(r.status), () => reply(502))
     })
   })
   await new Promise<void>(resolve => server.listen(port, '127.0.0.1', resolve))
@@ -74,6 +75,22 @@ t.test('batches are gzipped, name precision=ns, carry the token, and land in the
   t.equal((await vm.export('{__name__="batched_v"}')).length, 250)
   t.same(writer.stats.accepted, { test: 250 })
   t.equal(writer.bufferedPoints, 0)
+})
+
+t.test('one batch in flight at a time, in order, also when one is retried', async t => {
+  const vm = await startVictoriaMetrics(t)
+  const front = await influxFront(t, vm, (_r, n) => n === 1 ? { status: 503, body: '{"code":"unavailable","message":"restarting"}' } : 'forward')
+  const writer = startWriter(t, front.url, { maxRetryDelay: 300 })
+  // Accepted faster than delivered: the writer peeks at (and gzips) the next batch while one is out.
+  const chunks = Array.from({ length: 50 }, (_, i) => lines('ordered', i * 10, 10))
+  for (const chunk of chunks) t.ok(await writer.accept(chunk, 10, 'test'))
+  await waitFor(() => writer.stats.written === 500, 'all points written')
+  const [refused, ...sent] = front.received
+  t.equal(sent[0].body, refused.body, 'the refused batch goes again before any other')
+  t.equal(sent.map(r => r.body).join(''), Buffer.concat(chunks).toString(), 'batches arrive in the order the points were accepted')
+  const overlapping = front.received.slice(1).filter((r, i) => r.at < (front.received[i].answeredAt ?? Infinity))
+  t.equal(overlapping.length, 0, 'each batch is sent after the previous one was answered')
+  t.equal((await vm.export('{__name__="ordered_v"}')).length, 500)
 })
 
 t.test('429 and 5xx are retried after Retry-After seconds; nothing is lost', async t => {

@@ -3,7 +3,8 @@ export interface Chunk { body: Buffer, count: number }
 
 /**
  * Where accepted points wait for the sink: a FIFO with one consumer (the writer), which peeks at a
- * batch from the head, delivers it, and only then commits it away.
+ * batch, delivers it, and only then commits it away. The writer may peek at the next batch while
+ * one is in flight (to compress it meanwhile); commits go in the order of the peeks.
  */
 export interface PointBuffer {
   /** Points held and not yet committed. */
@@ -12,9 +13,9 @@ export interface PointBuffer {
   fits: (count: number, bytes: number) => boolean
   /** Resolves once the points are held (for the spool: on disk). */
   append: (chunk: Chunk) => Promise<void>
-  /** Up to `maxPoints` from the head, whole chunks, at least one; undefined when empty. */
+  /** Up to `maxPoints` following what is already peeked, whole chunks, at least one; undefined when there are none. */
   peek: (maxPoints: number) => Promise<Chunk | undefined>
-  /** Removes what the last peek returned. */
+  /** Removes the oldest batch peeked and not yet committed. */
   commit: () => Promise<void>
   /** Whether what is still held survives a restart (then it is not dropped on shutdown). */
   readonly durable: boolean

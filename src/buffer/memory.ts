@@ -5,7 +5,9 @@ export class MemoryBuffer implements PointBuffer {
   readonly durable = false
   points = 0
   private readonly chunks: Chunk[] = []
-  private peeked = 0
+  /** How many chunks each peek not yet committed took, oldest first. */
+  private readonly peeked: number[] = []
+  private peekedChunks = 0
 
   constructor (private readonly maxPoints: number) {}
 
@@ -19,17 +21,21 @@ export class MemoryBuffer implements PointBuffer {
   }
 
   async peek (maxPoints: number): Promise<Chunk | undefined> {
+    const first = this.peekedChunks
+    let end = first
     let count = 0
-    let n = 0
-    while (n < this.chunks.length && (n === 0 || count + this.chunks[n].count <= maxPoints)) count += this.chunks[n++].count
-    this.peeked = n
-    if (n === 0) return undefined
-    return { body: n === 1 ? this.chunks[0].body : Buffer.concat(this.chunks.slice(0, n).map(c => c.body)), count }
+    while (end < this.chunks.length && (end === first || count + this.chunks[end].count <= maxPoints)) count += this.chunks[end++].count
+    if (end === first) return undefined
+    this.peeked.push(end - first)
+    this.peekedChunks = end
+    return { body: end - first === 1 ? this.chunks[first].body : Buffer.concat(this.chunks.slice(first, end).map(c => c.body)), count }
   }
 
   async commit (): Promise<void> {
-    for (const chunk of this.chunks.splice(0, this.peeked)) this.points -= chunk.count
-    this.peeked = 0
+    const n = this.peeked.shift()
+    if (n === undefined) return
+    for (const chunk of this.chunks.splice(0, n)) this.points -= chunk.count
+    this.peekedChunks -= n
   }
 
   async close (): Promise<void> {}

@@ -40,7 +40,8 @@ export class Spool implements PointBuffer {
   private active!: FileHandle
   private reader?: { id: number, handle: FileHandle }
   private cursor: Position = { segment: 0, offset: 0 }
-  private peeked?: Position & { count: number }
+  /** Where each peek not yet committed ends, oldest first. */
+  private readonly peeked: Array<Position & { count: number }> = []
   private pending: Pending[] = []
   private pendingBytes = 0
   private flushing?: Promise<void>
@@ -71,15 +72,17 @@ export class Spool implements PointBuffer {
   }
 
   async peek (maxPoints: number): Promise<Chunk | undefined> {
-    let { segment: id, offset } = this.cursor
+    let { segment: id, offset } = this.peeked.at(-1) ?? this.cursor
     const payloads: Buffer[] = []
     let count = 0
-    for (let i = this.segments.findIndex(s => s.id === id); i >= 0 && i < this.segments.length;) {
+    for (;;) {
+      // Looked up by id on every record: a commit running meanwhile may delete segments before it.
+      const i = this.segments.findIndex(s => s.id === id)
+      if (i < 0) break
       const segment = this.segments[i]
       if (offset >= segment.size) {
         if (i === this.segments.length - 1) break // the active segment: nothing more yet
-        i++
-        id = this.segments[i].id
+        id = this.segments[i + 1].id
         offset = 0
         continue
       }
@@ -94,15 +97,15 @@ export class Spool implements PointBuffer {
       count += points
       offset += HEADER + payload.length
     }
-    this.peeked = { segment: id, offset, count }
     if (count === 0) return undefined
+    this.peeked.push({ segment: id, offset, count })
     return { body: payloads.length === 1 ? payloads[0] : Buffer.concat(payloads), count }
   }
 
   async commit (): Promise<void> {
-    if (this.peeked === undefined) return
-    const { segment, offset, count } = this.peeked
-    this.peeked = undefined
+    const peeked = this.peeked.shift()
+    if (peeked === undefined) return
+    const { segment, offset, count } = peeked
     this.cursor = { segment, offset }
     this.points -= count
     while (this.segments.length > 1 && this.segments[0].id < segment) await this.remove(this.segments[0])

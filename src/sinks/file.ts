@@ -1,6 +1,6 @@
 import { access, constants, open, type FileHandle } from 'node:fs/promises'
 import { dirname, resolve } from 'node:path'
-import { SinkError, type Sink } from './sink'
+import { SinkError, type Encoded, type Sink } from './sink'
 
 /** Appends line protocol to a file: the embedded default when no InfluxDB is configured. */
 export class FileSink implements Sink {
@@ -11,10 +11,14 @@ export class FileSink implements Sink {
     this.description = `file ${resolve(path)}`
   }
 
-  async send (body: Buffer): Promise<void> {
+  async encode (body: Buffer): Promise<Encoded> {
+    return { bytes: body, gzipped: false }
+  }
+
+  async send (batch: Encoded): Promise<void> {
     try {
       this.handle ??= open(this.path, 'a')
-      await (await this.handle).appendFile(body)
+      await (await this.handle).appendFile(batch.bytes)
     } catch (err) {
       this.handle = undefined
       throw new SinkError(`cannot append to ${this.path}: ${(err as Error).message}`, 'retry')

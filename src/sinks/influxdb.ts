@@ -2,7 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { promisify } from 'node:util'
 import { gzip } from 'node:zlib'
-import { SinkError, type FailureKind, type Sink } from './sink'
+import { SinkError, type Encoded, type FailureKind, type Sink } from './sink'
 
 export interface InfluxOptions { url: string, token?: string, org: string, bucket: string }
 
@@ -69,12 +69,15 @@ export class InfluxSink implements Sink {
     this.description = `InfluxDB ${options.url} org=${options.org} bucket=${options.bucket}`
   }
 
-  async send (body: Buffer): Promise<void> {
-    const gzipped = body.length > GZIP_THRESHOLD
-    const payload = gzipped ? await gzipAsync(body, { level: GZIP_LEVEL }) : body
-    const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': payload.length }
-    if (gzipped) headers['content-encoding'] = 'gzip'
-    await this.exchange(this.writeUrl, 'POST', headers, payload)
+  async encode (body: Buffer): Promise<Encoded> {
+    if (body.length <= GZIP_THRESHOLD) return { bytes: body, gzipped: false }
+    return { bytes: await gzipAsync(body, { level: GZIP_LEVEL }), gzipped: true }
+  }
+
+  async send (batch: Encoded): Promise<void> {
+    const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': batch.bytes.length }
+    if (batch.gzipped) headers['content-encoding'] = 'gzip'
+    await this.exchange(this.writeUrl, 'POST', headers, batch.bytes)
   }
 
   async check (): Promise<void> {

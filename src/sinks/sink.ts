@@ -19,12 +19,23 @@ export class SinkError extends Error {
   }
 }
 
+/** A batch as it goes on the wire. */
+export interface Encoded {
+  bytes: Buffer
+  gzipped: boolean
+}
+
 /** Where points leave the sidecar. */
 export interface Sink {
   /** Said at start-up, e.g. `InfluxDB http://influx:8086 bucket=app`. */
   readonly description: string
-  /** Stores newline-terminated line protocol with nanosecond timestamps; rejects with a {@link SinkError}. */
-  send: (body: Buffer) => Promise<void>
+  /**
+   * Newline-terminated line protocol with nanosecond timestamps, as send() takes it (for InfluxDB,
+   * gzipped). Apart from send() so that the writer can encode the next batch while one is in flight.
+   */
+  encode: (body: Buffer) => Promise<Encoded>
+  /** Stores an encoded batch; rejects with a {@link SinkError}. */
+  send: (batch: Encoded) => Promise<void>
   /** Throws when the target cannot be reached (readiness). */
   check: () => Promise<void>
   close: () => Promise<void>
