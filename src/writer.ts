@@ -1,7 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { PointBuffer } from './buffer/buffer'
+import type { Chunk, PointBuffer } from './buffer/buffer'
 import { splitEntries } from './line-protocol/parse'
-import type { Chunk } from './buffer/buffer'
 import { SinkError, type Encoded, type Sink } from './sinks/sink'
 
 export interface WriterOptions {
@@ -191,15 +190,18 @@ export class Writer {
    * at it and starts encoding it; undefined once closing with nothing left.
    */
   private async nextBatch (): Promise<Batch | undefined> {
-    while (this.buffer.points === this.batched) {
-      if (this.closing) return undefined
-      await this.waitFor(1, undefined)
+    for (;;) {
+      while (this.buffer.points === this.batched) {
+        if (this.closing) return undefined
+        await this.waitFor(1, undefined)
+      }
+      if (this.buffer.points - this.batched < this.options.batchSize && !this.closing) await this.waitFor(this.options.batchSize, this.options.flushInterval)
+      const chunk = await this.buffer.peek(this.options.batchSize)
+      if (chunk !== undefined) {
+        this.batched += chunk.count
+        return this.batchOf(chunk.body, chunk.count)
+      }
     }
-    if (this.buffer.points - this.batched < this.options.batchSize && !this.closing) await this.waitFor(this.options.batchSize, this.options.flushInterval)
-    const chunk = await this.buffer.peek(this.options.batchSize)
-    if (chunk === undefined) return undefined
-    this.batched += chunk.count
-    return this.batchOf(chunk.body, chunk.count)
   }
 
   private async waitFor (points: number, ms: number | undefined): Promise<void> {
