@@ -1,7 +1,8 @@
 """A minimal Rate My Derp to try sidecar_beacons with (not for production: DEBUG off, fixed key).
 
-Environment: SIDECAR_URL, SIDECAR_TOKEN, SIDECAR_QUEUE_SIZE; DEMO_BEACONS=0 leaves the middleware
-out (for comparing timings); DEMO_DB is the SQLite file (default: in the temporary directory).
+Environment: SIDECAR_URL, SIDECAR_TOKEN, SIDECAR_QUEUE_SIZE, SIDECAR_BATCH_SIZE; DEMO_BEACONS=0
+leaves the middleware out (for comparing timings); DEMO_DB is the SQLite file (default: in the
+temporary directory).
 """
 import os
 import tempfile
@@ -23,7 +24,10 @@ DATABASES = {'default': {
 
 SIDECAR_URL = os.environ.get('SIDECAR_URL', 'http://127.0.0.1:8186')
 SIDECAR_TOKEN = os.environ.get('SIDECAR_TOKEN') or None
-SIDECAR_BEACONS = {'QUEUE_SIZE': int(os.environ.get('SIDECAR_QUEUE_SIZE', '10000'))}
+SIDECAR_BEACONS = {
+    'QUEUE_SIZE': int(os.environ.get('SIDECAR_QUEUE_SIZE', '10000')),
+    'BATCH_SIZE': int(os.environ.get('SIDECAR_BATCH_SIZE', '500')),
+}
 
 LOGGING = {
     'version': 1,
