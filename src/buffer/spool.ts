@@ -205,16 +205,20 @@ export class Spool implements PointBuffer {
 
   private async readHandle (id: number): Promise<FileHandle> {
     if (this.reader?.id !== id) {
-      await this.reader?.handle.close()
+      // Detached before any await: remove(), run by a commit meanwhile, must not close it twice.
+      const old = this.reader
+      this.reader = undefined
+      await old?.handle.close()
       this.reader = { id, handle: await open(join(this.dir, segmentName(id)), 'r') }
     }
     return this.reader.handle
   }
 
   private async remove (segment: Segment): Promise<void> {
-    if (this.reader?.id === segment.id) {
-      await this.reader.handle.close()
+    const reader = this.reader
+    if (reader?.id === segment.id) {
       this.reader = undefined
+      await reader.handle.close()
     }
     await rm(join(this.dir, segmentName(segment.id)), { force: true })
     this.segments.shift()
