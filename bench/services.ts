@@ -9,6 +9,8 @@ import { freePort, start, stop, tempDir, waitFor, sleep, type Child } from './pr
 
 export const ORG = 'bench'
 export const BUCKET = 'bench'
+/** Both targets take line protocol on InfluxDB's v2 write path. */
+const WRITE_PATH = `/api/v2/write?org=${ORG}&bucket=${BUCKET}&precision=ns`
 
 async function ok (url: string): Promise<boolean> {
   const response = await fetch(url)
@@ -106,7 +108,7 @@ export async function startVmagent (cpu: string, logDir: string, storeUrl: strin
     name: 'vmagent',
     child,
     url,
-    writePath: `/api/v2/write?org=${ORG}&bucket=${BUCKET}&precision=ns`,
+    writePath: WRITE_PATH,
     async drained () {
       // vmagent keeps what it could not send yet in its queue (memory, then -remoteWrite.tmpDataPath);
       // samples not yet packed into a block (up to -remoteWrite.flushInterval, 1 s) do not show here.
@@ -163,7 +165,7 @@ export async function startSidecar (options: SidecarOptions): Promise<Target> {
     name: 'sidecar',
     child,
     url,
-    writePath: `/api/v2/write?org=${ORG}&bucket=${BUCKET}&precision=ns`,
+    writePath: WRITE_PATH,
     async drained () {
       return (await metricSum(`${url}/metrics`, 'sidecar_buffer_points')) === 0
     }

@@ -22,7 +22,7 @@ const beacons: FastifyPluginAsyncTypebox = async (fastify) => {
   }, async (request, reply) => {
     const list = Array.isArray(request.body) ? request.body : [request.body]
     const { body, count } = beaconsToLineProtocol(list, i => Array.isArray(request.body) ? `body/${i}` : 'body')
-    return await acknowledge(fastify.writer, reply, Buffer.from(body), count, 'beacons')
+    return await acknowledge(fastify.writer, reply, body, count, 'beacons')
   })
 }
 

@@ -71,11 +71,11 @@ function checkNames (names: Record<string, unknown> | undefined, where: string, 
 }
 
 /**
- * Line protocol for beacons that passed the route's schema: all or nothing — the first bad beacon
- * throws a 400 naming it, and nothing of the request is written. A beacon without a timestamp is
- * stamped now, in nanoseconds, never later on delivery.
+ * Line protocol (bytes, as the writer takes them) for beacons that passed the route's schema: all or
+ * nothing — the first bad beacon throws a 400 naming it, and nothing of the request is written. A
+ * beacon without a timestamp is stamped now, in nanoseconds, never later on delivery.
  */
-export function beaconsToLineProtocol (beacons: Beacon[], pathOf: (index: number) => string): { body: string, count: number } {
+export function beaconsToLineProtocol (beacons: Beacon[], pathOf: (index: number) => string): { body: Buffer, count: number } {
   let body = ''
   for (let i = 0; i < beacons.length; i++) {
     const beacon = beacons[i]
@@ -92,5 +92,5 @@ export function beaconsToLineProtocol (beacons: Beacon[], pathOf: (index: number
     if (line === undefined) throw new HttpError(400, `${where}: cannot be written as line protocol`)
     body += line + '\n'
   }
-  return { body, count: beacons.length }
+  return { body: Buffer.from(body), count: beacons.length }
 }
