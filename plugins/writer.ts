@@ -32,7 +32,7 @@ export default fp(async (fastify) => {
   const { config } = fastify
   const sink: Sink = config.influx === undefined ? new FileSink(config.sinkFile) : new InfluxSink(config.influx)
   const buffer: PointBuffer = config.spoolDir === undefined
-    ? new MemoryBuffer(config.bufferPoints)
+    ? new MemoryBuffer(config.bufferPoints, config.batchSize)
     : await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, segmentBytes: segmentBytes(config.spoolMaxBytes), log: fastify.log.child({ component: 'spool' }) })
   const writer = new Writer(sink, buffer, {
     batchSize: config.batchSize,

@@ -1,41 +1,78 @@
 import type { Chunk, PointBuffer } from './buffer'
 
-/** The buffer without SPOOL_DIR: bounded by BUFFER_POINTS, lost on restart. */
+/**
+ * Bodies shorter than this (a beacon, a poll's points) are copied into a shared block; longer ones
+ * (line-protocol pushes) are held as they came, without a copy.
+ */
+const COPY_BELOW_BYTES = 16 * 1024
+const BLOCK_BYTES = 256 * 1024
+
+/** A body as it came, or a block that small bodies are copied into until it is full or peeked. */
+interface Held extends Chunk {
+  /** Bytes of `body` in use: a block is allocated whole and filled as bodies arrive. */
+  used: number
+  isBlock: boolean
+}
+
+/**
+ * The buffer without SPOOL_DIR: bounded by BUFFER_POINTS, lost on restart.
+ *
+ * Small bodies are copied into blocks rather than kept one Buffer each: at thousands of beacons a
+ * second, that many small objects held until their batch leaves cost the garbage collector far
+ * more than the copy (measured: about 15 % of the beacon route's requests/s).
+ */
 export class MemoryBuffer implements PointBuffer {
   readonly durable = false
   points = 0
-  private readonly chunks: Chunk[] = []
-  /** How many chunks each peek not yet committed took, oldest first. */
+  private readonly held: Held[] = []
+  /** How many entries of `held` each peek not yet committed took, oldest first. */
   private readonly peeked: number[] = []
-  private peekedChunks = 0
+  private peekedCount = 0
 
-  constructor (private readonly maxPoints: number) {}
+  /** `batchPoints`: most points a block takes, so that a peek of one block is never over a batch. */
+  constructor (private readonly maxPoints: number, private readonly batchPoints = maxPoints) {}
 
   fits (count: number): boolean {
     return this.points === 0 || this.points + count <= this.maxPoints
   }
 
   async append (chunk: Chunk): Promise<void> {
-    this.chunks.push(chunk)
-    this.points += chunk.count
+    this.appendNow(chunk)
+  }
+
+  appendNow ({ body, count }: Chunk): void {
+    this.points += count
+    if (body.length >= COPY_BELOW_BYTES) {
+      this.held.push({ body, count, used: body.length, isBlock: false })
+      return
+    }
+    // The last block takes the body unless a peek has taken that block already, or it is full.
+    let block = this.held.length > this.peekedCount ? this.held.at(-1) : undefined
+    if (block === undefined || !block.isBlock || block.used + body.length > block.body.length || block.count + count > this.batchPoints) {
+      block = { body: Buffer.allocUnsafeSlow(BLOCK_BYTES), count: 0, used: 0, isBlock: true }
+      this.held.push(block)
+    }
+    block.used += body.copy(block.body, block.used)
+    block.count += count
   }
 
   async peek (maxPoints: number): Promise<Chunk | undefined> {
-    const first = this.peekedChunks
+    const first = this.peekedCount
     let end = first
     let count = 0
-    while (end < this.chunks.length && (end === first || count + this.chunks[end].count <= maxPoints)) count += this.chunks[end++].count
+    while (end < this.held.length && (end === first || count + this.held[end].count <= maxPoints)) count += this.held[end++].count
     if (end === first) return undefined
     this.peeked.push(end - first)
-    this.peekedChunks = end
-    return { body: end - first === 1 ? this.chunks[first].body : Buffer.concat(this.chunks.slice(first, end).map(c => c.body)), count }
+    this.peekedCount = end
+    const bodies = this.held.slice(first, end).map(h => h.body.subarray(0, h.used))
+    return { body: bodies.length === 1 ? bodies[0] : Buffer.concat(bodies), count }
   }
 
   async commit (): Promise<void> {
     const n = this.peeked.shift()
     if (n === undefined) return
-    for (const chunk of this.chunks.splice(0, n)) this.points -= chunk.count
-    this.peekedChunks -= n
+    for (const held of this.held.splice(0, n)) this.points -= held.count
+    this.peekedCount -= n
   }
 
   async close (): Promise<void> {}

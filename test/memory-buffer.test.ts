@@ -1,0 +1,73 @@
+import t from 'tap'
+import { MemoryBuffer } from '../src/buffer/memory'
+
+const text = (i: number): string => `m v=${i} ${1_700_000_000_000_000_000 + i}\n`
+const line = (i: number): { body: Buffer, count: number } => ({ body: Buffer.from(text(i)), count: 1 })
+const values = (body: Buffer | undefined): number[] => [...(body?.toString() ?? '').matchAll(/v=(\d+)/g)].map(m => Number(m[1]))
+const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i)
+
+t.test('small bodies are copied into blocks and come back in order, batch by batch', async t => {
+  const buffer = new MemoryBuffer(100_000, 1000)
+  for (let i = 0; i < 2500; i++) buffer.appendNow(line(i))
+  t.equal(buffer.points, 2500)
+  let next = 0
+  for (;;) {
+    const chunk = await buffer.peek(1000)
+    if (chunk === undefined) break
+    t.ok(chunk.count <= 1000, 'no batch over batchPoints')
+    t.same(values(chunk.body), range(next, chunk.count), 'in order, nothing lost or repeated')
+    next += chunk.count
+    await buffer.commit()
+  }
+  t.equal(next, 2500)
+  t.equal(buffer.points, 0)
+})
+
+t.test('a block peeked takes no more bodies: what comes after waits for the next batch', async t => {
+  const buffer = new MemoryBuffer(100_000, 1000)
+  buffer.appendNow(line(0))
+  buffer.appendNow(line(1))
+  const first = await buffer.peek(1000)
+  buffer.appendNow(line(2))
+  t.same(values(first?.body), [0, 1], 'the peeked batch is unchanged by a later append')
+  const second = await buffer.peek(1000)
+  t.same(values(second?.body), [2])
+  await buffer.commit()
+  t.equal(buffer.points, 1, 'commits go in peek order: the first batch is gone')
+  await buffer.commit()
+  t.equal(buffer.points, 0)
+  t.equal(await buffer.peek(1000), undefined)
+})
+
+t.test('a large body is held as it came, without a copy, between blocks of small ones', async t => {
+  const buffer = new MemoryBuffer(100_000, 10_000)
+  const large = Buffer.from(range(10, 2000).map(text).join(''))
+  buffer.appendNow(line(0))
+  buffer.appendNow({ body: large, count: 2000 })
+  buffer.appendNow(line(2010))
+  t.same(values((await buffer.peek(1))?.body), [0])
+  const chunk = await buffer.peek(2000)
+  t.ok(chunk?.body.buffer === large.buffer && chunk.body.byteOffset === large.byteOffset, 'the same memory')
+  t.same(values((await buffer.peek(1))?.body), [2010])
+})
+
+t.test('a full block starts another; both fit in one peek when under the batch', async t => {
+  const buffer = new MemoryBuffer(100_000, 10_000)
+  const body = Buffer.alloc(10_000, 'x')
+  body.write('\n', body.length - 1)
+  for (let i = 0; i < 40; i++) buffer.appendNow({ body, count: 1 }) // 400 KB: over one 256 KB block
+  const chunk = await buffer.peek(10_000)
+  t.equal(chunk?.count, 40)
+  t.equal(chunk?.body.length, 400_000, 'every byte of both blocks, none of their unused room')
+})
+
+t.test('BUFFER_POINTS bounds what fits; one body always fits an empty buffer', async t => {
+  const buffer = new MemoryBuffer(10, 5)
+  t.ok(buffer.fits(50), 'an empty buffer takes one body of any size')
+  for (let i = 0; i < 10; i++) buffer.appendNow(line(i))
+  t.notOk(buffer.fits(1))
+  await buffer.peek(5)
+  await buffer.commit()
+  t.ok(buffer.fits(5))
+  t.notOk(buffer.fits(6))
+})
