@@ -43,10 +43,10 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.addContentTypeParser('*', async (request: FastifyRequest, payload: Readable) => await readRawBody(request.raw, payload, bodyLimit))
 
   /** Lines are validated as a whole: one bad line refuses the request and nothing of it is written. */
-  async function ingest (body: unknown, precision: Precision, source: string, reply: FastifyReply): Promise<FastifyReply> {
+  function ingest (body: unknown, precision: Precision, source: string, reply: FastifyReply): ReturnType<typeof acknowledge> {
     const result = normalize(Buffer.isBuffer(body) ? body : Buffer.alloc(0), precision, stampNs)
     if (!result.ok) throw new HttpError(400, result.message)
-    return await acknowledge(fastify.writer, reply, result.body, result.count, source)
+    return acknowledge(fastify.writer, reply, result.body, result.count, source)
   }
 
   /** One of `names` must be the bucket this sidecar writes to (v1 clients may name it `db/rp`). */
@@ -59,20 +59,20 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
   fastify.post('/api/v2/write', {
     onRequest: [requireToken(writeToken, 'WRITE_TOKEN'), refuseWhenFull(fastify.writer)],
     schema: { querystring: V2Query, response: { 204: Type.Null(), '4xx': ErrorBody } }
-  }, async (request, reply) => {
+  }, (request, reply) => {
     checkBucket(request.query.bucket)
-    return await ingest(request.body, request.query.precision as Precision, 'api_v2_write', reply)
+    return ingest(request.body, request.query.precision as Precision, 'api_v2_write', reply)
   })
 
   fastify.post('/write', {
     onRequest: [requireToken(writeToken, 'WRITE_TOKEN', v1Token), refuseWhenFull(fastify.writer)],
     schema: { querystring: V1Query, response: { 204: Type.Null(), '4xx': ErrorBody } }
-  }, async (request, reply) => {
+  }, (request, reply) => {
     const { db, rp, precision = 'ns' } = request.query
     const mapped = V1_PRECISIONS[precision]
     if (mapped === undefined) throw new HttpError(400, `precision "${precision}" is not supported; use n, u, ms or s`)
     checkBucket(db, `${db}/${rp ?? 'autogen'}`)
-    return await ingest(request.body, mapped, 'write', reply)
+    return ingest(request.body, mapped, 'write', reply)
   })
 }
 

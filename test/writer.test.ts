@@ -160,8 +160,16 @@ t.test('a full buffer refuses new points instead of dropping them silently', asy
   writer.acceptOrDrop(lines('full', 120, 60), 60, 'poll')
   await waitFor(() => writer.stats.dropped.buffer_full === 60, 'the drop to be counted')
   t.pass('a poller cannot retry: the drop is counted')
-  t.ok(await writer.accept(lines('full', 200, 40), 40, 'push'), 'what still fits is accepted')
+  t.notOk(writer.holdNow(lines('full', 200, 41), 41, 'push'), 'holdNow refuses what does not fit, at once')
+  t.equal(writer.bufferedPoints, 60, 'and holds none of it')
+  t.ok(writer.holdNow(lines('full', 200, 30), 30, 'push'), 'what still fits is held at once by the memory buffer')
+  t.ok(await writer.accept(lines('full', 230, 10), 10, 'push'), 'and accepted')
   t.equal(writer.bufferedPoints, 100)
+  t.equal(writer.stats.accepted.push, 100, 'both ways count as accepted')
+  const closed = startWriter(t, vm.url)
+  await closed.close(Date.now())
+  t.notOk(closed.holdNow(lines('full', 240, 1), 1, 'push'), 'nothing is held once closing, even with room')
+  t.equal(closed.bufferedPoints, 0)
 })
 
 t.test('a push waits for room in a full buffer, and pushes woken together still respect the bound', async t => {

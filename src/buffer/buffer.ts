@@ -13,6 +13,8 @@ export interface PointBuffer {
   fits: (count: number, bytes: number) => boolean
   /** Resolves once the points are held (for the spool: on disk). */
   append: (chunk: Chunk) => Promise<void>
+  /** Holds the points before returning; only a buffer that never waits (memory) has it. */
+  appendNow?: (chunk: Chunk) => void
   /** Up to `maxPoints` following what is already peeked, whole chunks, at least one; undefined when there are none. */
   peek: (maxPoints: number) => Promise<Chunk | undefined>
   /** Removes the oldest batch peeked and not yet committed. */

@@ -18,11 +18,21 @@ export async function tooManyPoints (reply: FastifyReply, count?: number): Promi
   })
 }
 
-/** Hands a push's points to the writer and answers: 204 once they are held, 429 when they do not fit in time. */
-export async function acknowledge (writer: Writer, reply: FastifyReply, body: Buffer, count: number, source: string): Promise<FastifyReply> {
-  if (!await writer.accept(body, count, source, ROOM_WAIT_MS)) return await tooManyPoints(reply, count)
+/**
+ * Hands a push's points to the writer and answers: 204 once they are held, 429 when they do not fit
+ * in time. Answers before returning when the writer holds them at once, else returns a promise
+ * (settled once answered) for the route to return.
+ */
+export function acknowledge (writer: Writer, reply: FastifyReply, body: Buffer, count: number, source: string): Promise<void> | undefined {
+  if (!writer.holdNow(body, count, source)) return acknowledgeWhenHeld(writer, reply, body, count, source)
   // Without a payload, send() skips the serializer: a 204 has no body anyway.
-  return reply.code(204).send()
+  void reply.code(204).send()
+  return undefined
+}
+
+async function acknowledgeWhenHeld (writer: Writer, reply: FastifyReply, body: Buffer, count: number, source: string): Promise<void> {
+  if (await writer.accept(body, count, source, ROOM_WAIT_MS)) await reply.code(204).send()
+  else await tooManyPoints(reply, count)
 }
 
 /**
