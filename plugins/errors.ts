@@ -11,8 +11,8 @@ export default fp(async (fastify) => {
   fastify.setErrorHandler((err: RouteError, request, reply) => {
     const status = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
     // 502-504 are an upstream's trouble (InfluxDB), reported to the caller; 500 is ours.
-    if (status === 500) request.log.error({ err }, 'request failed')
-    else if (status >= 500) request.log.warn(err.message)
+    if (status === 500) request.log.error({ err, method: request.method, url: request.url }, 'request failed')
+    else if (status >= 500) request.log.warn({ method: request.method, url: request.url }, err.message)
     if (err.headers !== undefined) void reply.headers(err.headers)
     return reply.code(status).send({
       code: INFLUX_CODES[status] ?? (status < 500 ? 'invalid' : 'internal error'),

@@ -337,4 +337,6 @@ t.test('the server token never appears in a log line', async t => {
   t.ok(logLines.length > 10, `${logLines.length} log lines were written`)
   t.notOk(logLines.some(line => line.includes(SERVER_TOKEN)))
   t.ok(logLines.some(line => line.includes('InfluxDB answered 401: bad token [redacted]')), 'upstream failures are logged (redacted)')
+  const failure = logLines.find(line => line.includes('InfluxDB answered 401'))
+  t.match(JSON.parse(failure ?? '{}'), { method: 'POST', url: /^\/api\/v2\/query/ }, 'the line names the request that failed')
 })
