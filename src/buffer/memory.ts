@@ -43,6 +43,7 @@ export class MemoryBuffer implements PointBuffer {
   appendNow ({ body, count }: Chunk): void {
     this.points += count
     if (body.length >= COPY_BELOW_BYTES) {
+      this.sealLastBlock()
       this.held.push({ body, count, used: body.length, isBlock: false })
       return
     }
@@ -54,6 +55,20 @@ export class MemoryBuffer implements PointBuffer {
     }
     block.used += body.copy(block.body, block.used)
     block.count += count
+  }
+
+  /**
+   * A large body ends the block before it, which would otherwise hold its whole 256 KB for a few
+   * small bodies: with beacons and line-protocol pushes interleaved, each a block, that adds up.
+   */
+  private sealLastBlock (): void {
+    const last = this.held.at(-1)
+    if (last === undefined || !last.isBlock) return
+    last.isBlock = false
+    if (last.used > last.body.length / 2) return
+    const exact = Buffer.allocUnsafeSlow(last.used)
+    last.body.copy(exact, 0, 0, last.used)
+    last.body = exact
   }
 
   async peek (maxPoints: number): Promise<Chunk | undefined> {
