@@ -18,8 +18,9 @@ interface Held extends Chunk {
  * The buffer without SPOOL_DIR: bounded by BUFFER_POINTS, lost on restart.
  *
  * Small bodies are copied into blocks rather than kept one Buffer each: at thousands of beacons a
- * second, that many small objects held until their batch leaves cost the garbage collector far
- * more than the copy (measured: about 15 % of the beacon route's requests/s).
+ * second, that many small objects held until their batch leaves set off old-generation collections
+ * of 5–8 ms about once a second (measured on one pinned core: with blocks, the beacon route's p99
+ * went from 5–7 ms to under 2 ms, and its requests/s up about 5 %).
  */
 export class MemoryBuffer implements PointBuffer {
   readonly durable = false
