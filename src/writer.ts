@@ -116,7 +116,7 @@ export class Writer {
     }
     if (this.closing) return false
     await this.buffer.append({ body, count })
-    this.held(count, source)
+    this.countHeld(count, source)
     return true
   }
 
@@ -126,13 +126,14 @@ export class Writer {
    * or for the spool's write). Pushes take this path first: a promise per beacon costs throughput.
    */
   holdNow (body: Buffer, count: number, source: string): boolean {
+    if (count === 0) return true
     if (this.buffer.appendNow === undefined || this.closing || !this.buffer.fits(count, body.length)) return false
     this.buffer.appendNow({ body, count })
-    this.held(count, source)
+    this.countHeld(count, source)
     return true
   }
 
-  private held (count: number, source: string): void {
+  private countHeld (count: number, source: string): void {
     this.stats.accepted[source] = (this.stats.accepted[source] ?? 0) + count
     // The first point starts the flush interval; a full batch goes at once.
     if (this.waiting !== undefined && this.buffer.points - this.batched >= this.waiting.points) this.waiting.wake()

@@ -11,7 +11,8 @@ const BLOCK_BYTES = 256 * 1024
 interface Held extends Chunk {
   /** Bytes of `body` in use: a block is allocated whole and filled as bodies arrive. */
   used: number
-  isBlock: boolean
+  /** A block still taking small bodies: the last one, not yet peeked nor followed by a large body. */
+  open: boolean
 }
 
 /**
@@ -45,13 +46,13 @@ export class MemoryBuffer implements PointBuffer {
     this.points += count
     if (body.length >= COPY_BELOW_BYTES) {
       this.sealLastBlock()
-      this.held.push({ body, count, used: body.length, isBlock: false })
+      this.held.push({ body, count, used: body.length, open: false })
       return
     }
-    // The last block takes the body unless a peek has taken that block already, or it is full.
-    let block = this.held.length > this.peekedCount ? this.held.at(-1) : undefined
-    if (block === undefined || !block.isBlock || block.used + body.length > block.body.length || block.count + count > this.batchPoints) {
-      block = { body: Buffer.allocUnsafeSlow(BLOCK_BYTES), count: 0, used: 0, isBlock: true }
+    let block = this.held.at(-1)
+    if (block === undefined || !block.open || block.used + body.length > block.body.length || block.count + count > this.batchPoints) {
+      if (block !== undefined) block.open = false
+      block = { body: Buffer.allocUnsafeSlow(BLOCK_BYTES), count: 0, used: 0, open: true }
       this.held.push(block)
     }
     block.used += body.copy(block.body, block.used)
@@ -64,8 +65,8 @@ export class MemoryBuffer implements PointBuffer {
    */
   private sealLastBlock (): void {
     const last = this.held.at(-1)
-    if (last === undefined || !last.isBlock) return
-    last.isBlock = false
+    if (last === undefined || !last.open) return
+    last.open = false
     if (last.used > last.body.length / 2) return
     const exact = Buffer.allocUnsafeSlow(last.used)
     last.body.copy(exact, 0, 0, last.used)
@@ -78,6 +79,7 @@ export class MemoryBuffer implements PointBuffer {
     let count = 0
     while (end < this.held.length && (end === first || count + this.held[end].count <= maxPoints)) count += this.held[end++].count
     if (end === first) return undefined
+    this.held[end - 1].open = false // only the last can be open
     this.peeked.push(end - first)
     this.peekedCount = end
     const bodies = this.held.slice(first, end).map(h => h.body.subarray(0, h.used))
