@@ -4,7 +4,10 @@
  * Starts VictoriaMetrics (the store both write to, pinned with the load generator), vmagent and
  * the sidecar (each pinned to the other core), then for each scenario runs wrk against the two
  * targets in the order A B B A (sidecar, vmagent, vmagent, sidecar) to cancel drift, waits after
- * each phase until the target has delivered everything, and counts what reached the store.
+ * each phase until the target has delivered everything, and counts what reached the store. The
+ * beacon scenario ends with the same load, A B B A, against two reference servers that do no work
+ * (bench/reference.ts: bare Fastify with the same schema, and node:http), so the table shows what
+ * this core allows before the sidecar does anything.
  * Every process it starts is ended when it stops, also on errors and Ctrl-C.
  *
  * Environment:
@@ -36,7 +39,8 @@ import { join } from 'node:path'
 import { formatSummary, summarise } from './cpuprofile'
 import { entries, formatFigure, LINES, ONE_FIELD_PER_ENTRY, type ParseFigure } from './parse'
 import { cleanup, coreBusySeconds, diffThreads, installSignalHandlers, isInterrupted, keepDir, logTail, rssBytes, Sampler, sleep, start, tempDir, threadCpu, type Child } from './procs'
-import { BUCKET, ORG, RUNTIME_ENV, RUNTIME_NODE_ARGS, sidecarCounters, sidecarMemory, startSidecar, startVictoriaMetrics, startVmagent, stop, vmagentVersion, type Store, type Target } from './services'
+import type { ReferenceKind } from './reference'
+import { BUCKET, ORG, RUNTIME_ENV, RUNTIME_NODE_ARGS, sidecarCounters, sidecarMemory, startReference, startSidecar, startVictoriaMetrics, startVmagent, stop, vmagentVersion, type Store, type Target } from './services'
 import type { SinkFigure } from './sink'
 import { lineProtocolScript, runWrk, staticScript, type WrkResult } from './wrk'
 
@@ -44,6 +48,11 @@ const LOAD_CPU = '0' // wrk and VictoriaMetrics
 const TARGET_CPU = '1' // the sidecar and vmagent
 const LP_CONNECTIONS = 4
 const BEACON_CONNECTIONS = 8
+const REFERENCE_KINDS: ReferenceKind[] = ['fastify', 'node-http']
+const REFERENCE_NAMES: Record<ReferenceKind, string> = {
+  fastify: 'a bare Fastify route with the sidecar\'s beacon schema',
+  'node-http': 'node:http, JSON.parse of the body'
+}
 
 const env = (name: string, fallback: string): string => process.env[name] ?? fallback
 const SECONDS = Number(env('BENCH_SECONDS', '10'))
@@ -78,6 +87,8 @@ const isLineProtocol = (s: Scenario): boolean => s !== 'beacons'
 interface Phase {
   scenario: Scenario
   target: Target['name']
+  /** False for the reference servers: nothing of theirs is expected in the store. */
+  forwards: boolean
   label: string
   wrk: WrkResult
   /** Lines (lp) or beacons the target answered 2xx to. */
@@ -138,9 +149,9 @@ function lpScript (target: Target, prefix: string): string {
 }
 
 function beaconScript (target: Target, measurement: string): { script: string, path: string } {
-  if (target.name === 'sidecar') {
+  if (target.beaconPath !== undefined) {
     const body = JSON.stringify({ measurement, tags: { view: 'home' }, fields: { duration_ms: 12.5 } })
-    return { script: staticScript(scriptDir, `beacon-${measurement}`, 'application/json', body), path: '/beacons' }
+    return { script: staticScript(scriptDir, `beacon-${measurement}`, 'application/json', body), path: target.beaconPath }
   }
   return { script: staticScript(scriptDir, `beacon-${measurement}`, 'text/plain; charset=utf-8', `${measurement},view=home duration_ms=12.5`), path: target.writePath }
 }
@@ -224,12 +235,13 @@ async function runPhase (store: Store, target: Target, scenario: Scenario, label
   const settleStart = Date.now()
   const acknowledged = (result.requests - result.non2xx) * perRequest
   const maxDelivered = (result.requests + connections) * perRequest
-  const lastWrite = await quiet(store, target, settleStart + SETTLE_MS)
-  const delivered = measured ? await settledCount(store, regex, acknowledged, settleStart + SETTLE_MS) : 0
+  const lastWrite = target.forwards ? await quiet(store, target, settleStart + SETTLE_MS) : settleStart
+  const delivered = measured && target.forwards ? await settledCount(store, regex, acknowledged, settleStart + SETTLE_MS) : 0
   const after = before === undefined ? undefined : await sidecarCounters(target)
   const phase: Phase = {
     scenario,
     target: target.name,
+    forwards: target.forwards,
     label,
     wrk: result,
     acknowledged,
@@ -256,6 +268,7 @@ function rate (p: Phase): number {
 }
 
 function describe (p: Phase): string {
+  if (!p.forwards) return describeReference(p)
   const unit = isLineProtocol(p.scenario) ? 'lines' : 'req'
   const errors = p.wrk.non2xx + p.wrk.socketErrors > 0 ? `, ${fmt(p.wrk.non2xx)} non-2xx, ${fmt(p.wrk.socketErrors)} socket errors` : ''
   const pct = (seconds: number): string => `${fmt(100 * seconds / p.wrk.seconds)}%`
@@ -263,6 +276,10 @@ function describe (p: Phase): string {
     `CPU ${pct(p.cpuSeconds)} (${threadSummary(p)}), wrk ${pct(p.wrkCpuSeconds)}, VictoriaMetrics ${pct(p.storeCpuSeconds)}, ` +
     `other processes ${p.foreignCpuSeconds.map((s, core) => `core ${core} ${pct(s)}`).join(' ')}; ` +
     `RSS peak ${mb(p.peakRss)}, after ${mb(p.rssAfter)}${p.memory === undefined ? '' : ` (at the end of the load: V8 heap ${mb(p.memory.heap)} of which new space ${mb(p.memory.new)}, old ${mb(p.memory.old)}, large objects ${mb(p.memory.large)}; external ${mb(p.memory.external)})`}; delivered ${fmt(p.delivered)} of ${fmt(p.acknowledged)} acknowledged, the last of them ${fmt(p.deliverySeconds - p.wrk.seconds, 1)} s after the load`
+}
+
+function describeReference (p: Phase): string {
+  return `${p.label} ${p.target.padEnd(9)} ${fmt(rate(p)).padStart(9)} req/s, p99 ${fmt(p.wrk.latencyMs.p99, 2)} ms, ${fmt(p.wrk.non2xx)} non-2xx; CPU ${fmt(100 * p.cpuSeconds / p.wrk.seconds)}%, wrk ${fmt(100 * p.wrkCpuSeconds / p.wrk.seconds)}%; RSS peak ${mb(p.peakRss)}`
 }
 
 /** The target's CPU by thread kind, e.g. `main (node) 80%, libuv-worker 15%`. */
@@ -304,7 +321,29 @@ async function scenario (store: Store, sidecar: Target, vmagent: Target, which: 
   const phases: Phase[] = []
   const order = [sidecar, vmagent, vmagent, sidecar]
   for (let i = 0; i < order.length; i++) phases.push(await runPhase(store, order[i], which, `${which}${i + 1}`, SECONDS))
+  if (!isLineProtocol(which)) phases.push(...await references(store, which))
   return phases
+}
+
+/**
+ * The same beacon load against servers that do no work (bench/reference.ts), also A B B A: what
+ * this core allows a Node.js server before the sidecar parses, formats, holds or delivers anything.
+ */
+async function references (store: Store, which: Scenario): Promise<Phase[]> {
+  const [a, b] = await Promise.all(REFERENCE_KINDS.map(async kind => await startReference(kind, TARGET_CPU, logDir)))
+  targetPids.push(a.child.pid, b.child.pid)
+  try {
+    if (WARMUP_SECONDS > 0) {
+      for (const target of [a, b]) await runPhase(store, target, which, `warm_${which}`, WARMUP_SECONDS)
+    }
+    const phases: Phase[] = []
+    const order = [a, b, b, a]
+    for (let i = 0; i < order.length; i++) phases.push(await runPhase(store, order[i], which, `reference${i + 1}`, SECONDS))
+    return phases
+  } finally {
+    targetPids.splice(targetPids.indexOf(a.child.pid), 2)
+    await Promise.all([stop(a.child), stop(b.child)])
+  }
 }
 
 async function profile (store: Store, which: Scenario): Promise<string> {
@@ -341,6 +380,12 @@ function table (phases: Phase[], parse: ParseFigure[]): string[] {
       rows.push(`| one small beacon per request, ${BEACON_CONNECTIONS} conns: requests/s (sidecar /beacons, vmagent 1-line /api/v2/write) | ${fmt(s.rate)} | ${fmt(v.rate)} | ${(s.rate / v.rate).toFixed(2)}× | ${rss(s)} | ${rss(v)} |`)
       rows.push(`| … p99 latency | ${fmt(s.p99, 2)} ms | ${fmt(v.p99, 2)} ms | ${(s.p99 / v.p99).toFixed(2)}× | | |`)
       rows.push(`| … non-2xx responses | ${fmt(s.non2xx)} | ${fmt(v.non2xx)} | | | |`)
+      for (const kind of REFERENCE_KINDS) {
+        const measured = phases.filter(p => p.scenario === which && p.target === kind)
+        if (measured.length === 0) continue
+        const r = combine(measured)
+        rows.push(`| … reference, the same load on the same core with no work: ${REFERENCE_NAMES[kind]}: requests/s (p99) | ${fmt(r.rate)} (${fmt(r.p99, 2)} ms) | | ${(r.rate / v.rate).toFixed(2)}× | ${mb(r.peakRss)} | |`)
+      }
     }
   }
   if (parse.length > 0) rows.push(`| in-process normalize(), ${fmt(LINES)} lines, ns timestamps (one core) | ${fmt(parse[0].mean)} lines/s | — | — | — | — |`)
@@ -390,6 +435,7 @@ async function main (): Promise<void> {
   const rssIdle = idle.map(([name, child]) => `${name} ${mb(rssBytes(child.pid) ?? 0)}`).join(', ')
   const profileText = PROFILE === '' ? undefined : await profile(store, PROFILE)
 
+  const forwarded = phases.filter(p => p.forwards)
   const out = [
     '',
     `metrics-sidecar benchmark, ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC (run ${runId})`,
@@ -405,8 +451,8 @@ async function main (): Promise<void> {
     ...quietness(phases),
     '',
     'delivery (samples in VictoriaMetrics of one field every line has, or of the beacon\'s field):',
-    ...phases.map(p => `  ${deliveryLine(p)}`),
-    `  ${phases.every(p => p.delivered >= p.acknowledged) ? 'every acknowledged line was delivered' : 'SOME ACKNOWLEDGED LINES WERE NOT DELIVERED'}`,
+    ...forwarded.map(p => `  ${deliveryLine(p)}`),
+    `  ${forwarded.every(p => p.delivered >= p.acknowledged) ? 'every acknowledged line was delivered' : 'SOME ACKNOWLEDGED LINES WERE NOT DELIVERED'}`,
     '',
     `RSS idle before any load: ${rssStart}; after all load: ${rssIdle}`,
     '',

@@ -1,11 +1,13 @@
 /**
- * The three services of the benchmark: VictoriaMetrics (the store both targets write to), vmagent
- * (the peer) and the sidecar, each on a free loopback port with its own temporary directory.
+ * The services of the benchmark: VictoriaMetrics (the store both targets write to), vmagent (the
+ * peer), the sidecar and the reference servers, each on a free loopback port with its own temporary
+ * directory.
  */
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { freePort, start, stop, tempDir, waitFor, sleep, type Child } from './procs'
+import type { ReferenceKind } from './reference'
 
 export const ORG = 'bench'
 export const BUCKET = 'bench'
@@ -59,11 +61,15 @@ export async function startVictoriaMetrics (cpu: string, logDir: string): Promis
 }
 
 export interface Target {
-  name: 'sidecar' | 'vmagent'
+  name: 'sidecar' | 'vmagent' | ReferenceKind
   child: Child
   url: string
   /** Path (with query) that takes line protocol. */
   writePath: string
+  /** Path that takes JSON beacons; without one, a beacon is sent as one line of line protocol. */
+  beaconPath?: string
+  /** Whether what it acknowledges should reach the store (false for the reference servers). */
+  forwards: boolean
   /** Whether the target holds nothing it has not handed to the store (as far as its metrics tell). */
   drained: () => Promise<boolean>
 }
@@ -109,6 +115,7 @@ export async function startVmagent (cpu: string, logDir: string, storeUrl: strin
     child,
     url,
     writePath: WRITE_PATH,
+    forwards: true,
     async drained () {
       // vmagent keeps what it could not send yet in its queue (memory, then -remoteWrite.tmpDataPath);
       // samples not yet packed into a block (up to -remoteWrite.flushInterval, 1 s) do not show here.
@@ -166,10 +173,23 @@ export async function startSidecar (options: SidecarOptions): Promise<Target> {
     child,
     url,
     writePath: WRITE_PATH,
+    beaconPath: '/beacons',
+    forwards: true,
     async drained () {
       return (await metricSum(`${url}/metrics`, 'sidecar_buffer_points')) === 0
     }
   }
+}
+
+/** A reference server (bench/reference.ts) run with the sidecar's runtime flags: the same request, no work. */
+export async function startReference (kind: ReferenceKind, cpu: string, logDir: string): Promise<Target> {
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const child = start(kind, cpu, process.execPath, [...RUNTIME_NODE_ARGS, join(__dirname, 'reference.js'), kind, String(port)], {
+    env: { ...process.env, ...RUNTIME_ENV }, logDir
+  })
+  await waitFor(async () => await ok(`${url}/health`), `the ${kind} reference server to start`, 30_000, child)
+  return { name: kind, child, url, writePath: '', beaconPath: '/beacons', forwards: false, drained: async () => true }
 }
 
 /** The sidecar's own counters (GET /metrics). */
