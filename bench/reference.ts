@@ -47,5 +47,4 @@ if (require.main === module) {
   if (kind === 'fastify') fastifyServer(Number(port))
   else if (kind === 'node-http') nodeHttpServer(Number(port))
   else fail(`usage: reference.js fastify|node-http PORT (got ${kind})`)
-  process.on('SIGTERM', () => process.exit(0))
 }
