@@ -12,14 +12,13 @@
  */
 import { createServer } from 'node:http'
 import Fastify from 'fastify'
-import { Type } from '@sinclair/typebox'
-import { Beacon } from '../src/beacon'
+import { BeaconsBody } from '../src/beacon'
 
 export type ReferenceKind = 'fastify' | 'node-http'
 
 function fastifyServer (port: number): void {
   const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false } } })
-  app.post('/beacons', { schema: { body: Type.Union([Beacon, Type.Array(Beacon, { minItems: 1 })]) } }, (_request, reply) => {
+  app.post('/beacons', { schema: { body: BeaconsBody } }, (_request, reply) => {
     void reply.code(204).send()
   })
   app.get('/health', async () => ({ status: 'pass' }))

@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { Beacon, beaconsToLineProtocol } from '../src/beacon'
+import { BeaconsBody, beaconsToLineProtocol } from '../src/beacon'
 import { requireToken } from '../src/http/auth'
 import { acknowledge, refuseWhenFull } from '../src/http/push'
 
@@ -16,7 +16,7 @@ const beacons: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.post('/beacons', {
     schema: {
-      body: Type.Union([Beacon, Type.Array(Beacon, { minItems: 1 })]),
+      body: BeaconsBody,
       response: { 204: Type.Null(), '4xx': ErrorBody }
     }
   }, (request, reply) => {

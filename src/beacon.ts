@@ -26,6 +26,9 @@ export const Beacon = Type.Object({
 
 export type Beacon = Static<typeof Beacon>
 
+/** A `POST /beacons` body: one beacon, or a non-empty array of them. */
+export const BeaconsBody = Type.Union([Beacon, Type.Array(Beacon, { minItems: 1 })])
+
 /** Keys InfluxDB reserves: a point using one as a tag or field key is discarded by InfluxDB, so it is refused here. */
 const RESERVED = new Set(['time', '_field', '_measurement'])
 const INT64_MIN = -(2n ** 63n)
