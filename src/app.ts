@@ -15,12 +15,17 @@ import metrics from '../routes/metrics'
 import query from '../routes/query'
 import write from '../routes/write'
 
+/** A union's branch whose type the value does not have says least about what is wrong. */
+const TYPE_KEYWORDS = new Set(['type', 'anyOf'])
+const weight = (e: FastifySchemaValidationError): number => 2 * e.instancePath.length + (TYPE_KEYWORDS.has(e.keyword) ? 0 : 1)
+
 /**
  * One line naming the value at fault. With unions ajv reports every branch it tried; the deepest
- * error is the one that names the field.
+ * error is the one that names the field, and at one depth a broken rule (`[]`: too few items)
+ * says more than another branch's type (`[]`: not an object).
  */
 function schemaErrorFormatter (errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const deepest = errors.reduce((a, b) => (b.instancePath.length > a.instancePath.length ? b : a))
+  const deepest = errors.reduce((a, b) => (weight(b) > weight(a) ? b : a))
   const allowed = deepest.params.allowedValues as unknown[] | undefined
   const message = allowed === undefined ? deepest.message : `must be one of ${allowed.join(', ')}`
   return new Error(`${dataVar}${deepest.instancePath} ${message ?? 'is invalid'}`)

@@ -188,7 +188,8 @@ t.test('bad beacons get 400 naming the fault, and nothing of the request is writ
   t.match(await post({ measurement: '#m', fields: { v: 1 } }), { status: 400, message: /^body\/measurement/ })
   t.match(await post('{"measurement":'), { status: 400, message: /JSON/ })
   t.match(await post('m v=1', 'text/plain'), { status: 415 })
-  t.match(await post([]), { status: 400 })
+  t.match(await post([]), { status: 400, message: 'body must NOT have fewer than 1 items' })
+  t.match(await post(5), { status: 400, message: 'body must be object' })
   t.same(app.writer.stats.accepted, {}, 'nothing accepted')
 })
 
