@@ -17,7 +17,7 @@ import { BeaconsBody } from '../src/beacon'
 export type ReferenceKind = 'fastify' | 'node-http'
 
 function fastifyServer (port: number): void {
-  const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false } } })
+  const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } })
   app.post('/beacons', { schema: { body: BeaconsBody } }, (_request, reply) => {
     void reply.code(204).send()
   })

@@ -189,6 +189,8 @@ t.test('bad beacons get 400 naming the fault, and nothing of the request is writ
   t.match(await post('{"measurement":'), { status: 400, message: /JSON/ })
   t.match(await post('m v=1', 'text/plain'), { status: 415 })
   t.match(await post([]), { status: 400, message: 'body must NOT have fewer than 1 items' })
+  t.match(await post({ ...good, tag: { host: 'a' } }), { status: 400, message: 'body has "tag", which is not one of its properties' })
+  t.match(await post({ measurement: 'm', fields: { v: { int: 5, unit: 'ms' } } }), { status: 400, message: /^body\/fields\/v/ })
   t.match(await post(5), { status: 400, message: 'body must be object' })
   t.same(app.writer.stats.accepted, {}, 'nothing accepted')
 })
