@@ -7,7 +7,7 @@
  * The line shapes here are also the bodies bench/run.ts sends over HTTP.
  */
 import { normalize, type Precision } from '../src/line-protocol/parse'
-import { stampNs } from '../src/clock'
+import { writeStampNs } from '../src/clock'
 
 export const LINES = 5000
 
@@ -65,10 +65,10 @@ export interface ParseFigure {
 }
 
 export function measure (name: string, body: Buffer, precision: Precision, seconds: number): ParseFigure {
-  const check = normalize(body, precision, stampNs)
+  const check = normalize(body, precision, writeStampNs)
   if (!check.ok) throw new Error(`${name}: ${check.message}`)
   if (check.count !== LINES) throw new Error(`${name}: counted ${check.count} lines`)
-  for (let i = 0; i < 200; i++) normalize(body, precision, stampNs) // warm-up
+  for (let i = 0; i < 200; i++) normalize(body, precision, writeStampNs) // warm-up
   let rounds = 0
   let best = 0
   const start = process.hrtime.bigint()
@@ -77,7 +77,7 @@ export function measure (name: string, body: Buffer, precision: Precision, secon
     const windowStart = now
     let windowRounds = 0
     while (now - windowStart < 100_000_000n) {
-      normalize(body, precision, stampNs)
+      normalize(body, precision, writeStampNs)
       windowRounds++
       now = process.hrtime.bigint()
     }

@@ -2,7 +2,7 @@ import type { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
-import { stampNs } from '../src/clock'
+import { writeStampNs } from '../src/clock'
 import { normalize, type Precision } from '../src/line-protocol/parse'
 import { HttpError } from '../src/http/errors'
 import { acknowledge, refuseWhenFull } from '../src/http/push'
@@ -44,7 +44,7 @@ const write: FastifyPluginAsyncTypebox = async (fastify) => {
 
   /** Lines are validated as a whole: one bad line refuses the request and nothing of it is written. */
   function ingest (body: unknown, precision: Precision, source: string, reply: FastifyReply): ReturnType<typeof acknowledge> {
-    const result = normalize(Buffer.isBuffer(body) ? body : Buffer.alloc(0), precision, stampNs)
+    const result = normalize(Buffer.isBuffer(body) ? body : Buffer.alloc(0), precision, writeStampNs)
     if (!result.ok) throw new HttpError(400, result.message)
     return acknowledge(fastify.writer, reply, result.body, result.count, source)
   }

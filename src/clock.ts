@@ -8,8 +8,10 @@
  */
 let lastMs = 0
 let counter = 0
+/** `lastMs` as digits, made once per millisecond rather than once per stamp. */
+let lastMsDigits = '0'
 
-export function stampNs (): string {
+function advance (): void {
   const now = Date.now()
   if (now > lastMs) {
     lastMs = now
@@ -17,6 +19,25 @@ export function stampNs (): string {
   } else if (++counter === 1_000_000) {
     lastMs++
     counter = 0
+  } else {
+    return
   }
-  return `${lastMs}${String(counter).padStart(6, '0')}`
+  lastMsDigits = String(lastMs)
+}
+
+export function stampNs (): string {
+  advance()
+  return `${lastMsDigits}${String(counter).padStart(6, '0')}`
+}
+
+/**
+ * The same stamp as {@link stampNs}, written as ASCII digits into `out` at `at` (19 bytes until
+ * the year 2286); returns the offset after it. The parser stamps line after line this way
+ * without making a string for each.
+ */
+export function writeStampNs (out: Buffer, at: number): number {
+  advance()
+  for (let i = 0; i < lastMsDigits.length; i++) out[at++] = lastMsDigits.charCodeAt(i)
+  for (let i = 5, c = counter; i >= 0; i--, c = (c - c % 10) / 10) out[at + i] = 0x30 + c % 10
+  return at + 6
 }

@@ -1,9 +1,11 @@
 import t from 'tap'
-import { decode, normalize, type NormalizeResult } from '../src/line-protocol/parse'
+import { decode, normalize, type NormalizeResult, type StampWriter } from '../src/line-protocol/parse'
 import { formatPoint } from '../src/line-protocol/format'
-import { stampNs } from '../src/clock'
+import { stampNs, writeStampNs } from '../src/clock'
 
-const noStamp = (): string => { throw new Error('stamp() called for a line with a timestamp') }
+const noStamp: StampWriter = () => { throw new Error('stamp called for a line with a timestamp') }
+/** A stamp writer that writes what `next` returns. */
+const writing = (next: () => string): StampWriter => (out, at) => at + out.write(next(), at, 'latin1')
 
 function forwarded (result: NormalizeResult): string {
   if (!result.ok) throw new Error(result.message)
@@ -32,20 +34,31 @@ t.test('normalize rejects timestamps beyond int64 nanoseconds', async t => {
 t.test('normalize stamps lines without a timestamp, once each', async t => {
   let next = 100n
   const stamp = (): string => String(next++)
-  const result = normalize(Buffer.from('a v=1\nb v=2 555\nc v=3\n'), 'ns', stamp)
+  const result = normalize(Buffer.from('a v=1\nb v=2 555\nc v=3\n'), 'ns', writing(stamp))
   t.same(asText(result), { ok: true, body: 'a v=1 100\nb v=2 555\nc v=3 101\n', count: 3 })
 
-  const lines = forwarded(normalize(Buffer.from('m v=1\n'.repeat(1000)), 'ms', stampNs)).trimEnd().split('\n')
+  const lines = forwarded(normalize(Buffer.from('m v=1\n'.repeat(1000)), 'ms', writeStampNs)).trimEnd().split('\n')
   const stamps = lines.map(line => BigInt(line.split(' ')[2]))
   t.ok(stamps.every((s, i) => i === 0 || s > stamps[i - 1]), 'strictly increasing')
 })
 
+t.test('writeStampNs and stampNs share one clock: 19 digits, strictly increasing, now', async t => {
+  const out = Buffer.alloc(20)
+  const before = BigInt(Date.now()) * 1_000_000n
+  const stamps = Array.from({ length: 3000 }, (_, i) => i % 2 === 0 ? stampNs() : out.toString('latin1', 0, writeStampNs(out, 0)))
+  const after = BigInt(Date.now() + 1) * 1_000_000n
+  t.ok(stamps.every(s => /^[0-9]{19}$/.test(s)), 'nineteen digits each')
+  const values = stamps.map(s => BigInt(s))
+  t.ok(values.every((v, i) => i === 0 || v > values[i - 1]), 'strictly increasing across both')
+  t.ok(values[0] >= before && values[values.length - 1] < after, 'receipt time, in nanoseconds')
+})
+
 t.test('normalize reports the first failing line', async t => {
   const body = Buffer.from('# header\n\nm v=1\nm v=2 1\r\nm,t=x v=oops 3\nm v=\n')
-  const result = normalize(body, 'ns', stampNs)
+  const result = normalize(body, 'ns', writeStampNs)
   t.match(result, { ok: false, line: 5, message: /^line 5\b.*field value/ })
-  t.match(normalize(Buffer.from('m v="multi\nline" 1\nbad\n'), 'ns', stampNs), { ok: false, line: 3 })
-  t.match(normalize(Buffer.from('m,a=1,a=2 v=1\n'), 'ns', stampNs), { ok: false, message: /duplicate tag key/ })
+  t.match(normalize(Buffer.from('m v="multi\nline" 1\nbad\n'), 'ns', writeStampNs), { ok: false, line: 3 })
+  t.match(normalize(Buffer.from('m,a=1,a=2 v=1\n'), 'ns', writeStampNs), { ok: false, message: /duplicate tag key/ })
 })
 
 t.test('normalize forwards measurement, tags and fields byte for byte', async t => {
@@ -58,7 +71,7 @@ t.test('normalize forwards measurement, tags and fields byte for byte', async t 
 t.test('normalize drops comments and blank lines and handles CRLF and a last line without newline', async t => {
   const body = Buffer.from('# comment\r\n\r\n   \n  m v=1 1\r\n# another\nm v=2 2   \nm v=3 3')
   t.same(asText(normalize(body, 'ns', noStamp)), { ok: true, body: 'm v=1 1\nm v=2 2\nm v=3 3\n', count: 3 })
-  t.same(asText(normalize(Buffer.from('m v=1\r\n'), 'ns', () => '7')), { ok: true, body: 'm v=1 7\n', count: 1 })
+  t.same(asText(normalize(Buffer.from('m v=1\r\n'), 'ns', writing(() => '7'))), { ok: true, body: 'm v=1 7\n', count: 1 })
   t.same(asText(normalize(Buffer.from(''), 'ns', noStamp)), { ok: true, body: '', count: 0 })
   t.same(asText(normalize(Buffer.from('# only a comment'), 'ns', noStamp)), { ok: true, body: '', count: 0 })
   t.match(normalize(Buffer.from('m v=1 1\rm v=2 2\n'), 'ns', noStamp), { ok: false, line: 1 }) // a lone CR is no line break
@@ -72,10 +85,10 @@ t.test('normalize returns a body already in ns form unchanged', async t => {
 
 t.test('number syntax InfluxDB rejects is rejected, as are NaN and infinities', async t => {
   for (const value of ['0x1p3', '1_000', '1.5i', '-1u', 'NaN', '-Inf', '1e400', '9223372036854775808i', '18446744073709551616u', '1..2', '.', '-', 'tru']) {
-    t.match(normalize(Buffer.from(`m v=${value}\n`), 'ns', stampNs), { ok: false }, value)
+    t.match(normalize(Buffer.from(`m v=${value}\n`), 'ns', writeStampNs), { ok: false }, value)
   }
   for (const value of ['1.', '.5', '-.5e-3', '1E+9', '-9223372036854775808i', '0u', '007i', 't', 'False']) {
-    t.match(normalize(Buffer.from(`m v=${value}\n`), 'ns', stampNs), { ok: true }, value)
+    t.match(normalize(Buffer.from(`m v=${value}\n`), 'ns', writeStampNs), { ok: true }, value)
   }
 })
 

@@ -36,6 +36,9 @@ export interface DecodedPoint {
 }
 
 export interface ParseError { ok: false, line: number, message: string }
+/** Writes a receipt timestamp in nanoseconds (at most 20 ASCII digits) at `at`; returns the offset after it. */
+export type StampWriter = (out: Buffer, at: number) => number
+
 export type NormalizeResult = { ok: true, body: Buffer, count: number } | ParseError
 export type DecodeResult = { ok: true, points: DecodedPoint[] } | ParseError
 
@@ -446,11 +449,11 @@ function failure (sc: Scanner): ParseError {
 /**
  * Validates every entry and returns them for forwarding at precision=ns: the original
  * bytes of measurement, tags and fields, a space, the timestamp in nanoseconds (the
- * entry's own, scaled from `precision`, or `stamp()` for an entry without one), and `\n`.
+ * entry's own, scaled from `precision`, or written by `stamp` for an entry without one), and `\n`.
  * Comments and blank lines are dropped. On the first invalid entry nothing is returned
  * but where and what the problem is.
  */
-export function normalize (body: Buffer, precision: Precision, stamp: () => string): NormalizeResult {
+export function normalize (body: Buffer, precision: Precision, stamp: StampWriter): NormalizeResult {
   const zeros = ZEROS[precision]
   if (zeros === undefined) throw new TypeError(`unknown precision ${String(precision)}`)
   const sc = new Scanner(body, zeros)
@@ -480,8 +483,7 @@ export function normalize (body: Buffer, precision: Precision, stamp: () => stri
     let o = out.length + body.copy(b, out.length, sc.start, sc.fieldsEnd)
     b[o++] = SP
     if (t < 0) {
-      const s = stamp()
-      for (let i = 0; i < s.length; i++) b[o++] = s.charCodeAt(i)
+      o = stamp(b, o)
     } else if (zeros === 0) {
       for (let i = t; i < sc.timeEnd; i++) b[o++] = body[i] // a loop beats copy() for a few bytes
     } else if (sc.timeEnd - sc.timeDigits === 1 && body[sc.timeDigits] === 0x30) {
