@@ -13,11 +13,12 @@
 import { createServer } from 'node:http'
 import Fastify from 'fastify'
 import { BeaconsBody } from '../src/beacon'
+import { ajvOptions } from '../src/http/validation'
 
 export type ReferenceKind = 'fastify' | 'node-http'
 
 function fastifyServer (port: number): void {
-  const app = Fastify({ logger: false, ajv: { customOptions: { coerceTypes: false, removeAdditional: false } } })
+  const app = Fastify({ logger: false, ajv: ajvOptions })
   app.post('/beacons', { schema: { body: BeaconsBody } }, (_request, reply) => {
     void reply.code(204).send()
   })

@@ -315,13 +315,19 @@ function combine (phases: Phase[]): Combined {
 
 async function scenario (store: Store, sidecar: Target, vmagent: Target, which: Scenario): Promise<Phase[]> {
   say(`\n${which}: warm-up ${WARMUP_SECONDS} s each, then A B B A, ${SECONDS} s each`)
+  const phases = await abba(store, sidecar, vmagent, which, which)
+  if (!isLineProtocol(which)) phases.push(...await references(store, which))
+  return phases
+}
+
+/** A warm-up of each target, then measured phases in the order a, b, b, a (labels `${label}1`…). */
+async function abba (store: Store, a: Target, b: Target, which: Scenario, label: string): Promise<Phase[]> {
   if (WARMUP_SECONDS > 0) {
-    for (const target of [sidecar, vmagent]) await runPhase(store, target, which, `warm_${which}`, WARMUP_SECONDS)
+    for (const target of [a, b]) await runPhase(store, target, which, `warm_${which}`, WARMUP_SECONDS)
   }
   const phases: Phase[] = []
-  const order = [sidecar, vmagent, vmagent, sidecar]
-  for (let i = 0; i < order.length; i++) phases.push(await runPhase(store, order[i], which, `${which}${i + 1}`, SECONDS))
-  if (!isLineProtocol(which)) phases.push(...await references(store, which))
+  const order = [a, b, b, a]
+  for (let i = 0; i < order.length; i++) phases.push(await runPhase(store, order[i], which, `${label}${i + 1}`, SECONDS))
   return phases
 }
 
@@ -333,13 +339,7 @@ async function references (store: Store, which: Scenario): Promise<Phase[]> {
   const [a, b] = await Promise.all(REFERENCE_KINDS.map(async kind => await startReference(kind, TARGET_CPU, logDir)))
   targetPids.push(a.child.pid, b.child.pid)
   try {
-    if (WARMUP_SECONDS > 0) {
-      for (const target of [a, b]) await runPhase(store, target, which, `warm_${which}`, WARMUP_SECONDS)
-    }
-    const phases: Phase[] = []
-    const order = [a, b, b, a]
-    for (let i = 0; i < order.length; i++) phases.push(await runPhase(store, order[i], which, `reference${i + 1}`, SECONDS))
-    return phases
+    return await abba(store, a, b, which, 'reference')
   } finally {
     targetPids.splice(targetPids.indexOf(a.child.pid), 2)
     await Promise.all([stop(a.child), stop(b.child)])

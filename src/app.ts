@@ -1,7 +1,8 @@
-import Fastify, { LogController, type FastifyInstance, type FastifySchemaValidationError } from 'fastify'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import sensible from '@fastify/sensible'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config'
+import { ajvOptions, schemaErrorFormatter } from './http/validation'
 import configPlugin from '../plugins/config'
 import errors from '../plugins/errors'
 import leader from '../plugins/leader'
@@ -14,25 +15,6 @@ import health from '../routes/health'
 import metrics from '../routes/metrics'
 import query from '../routes/query'
 import write from '../routes/write'
-
-/** A union's branch whose type the value does not have says least about what is wrong. */
-const TYPE_KEYWORDS = new Set(['type', 'anyOf'])
-const weight = (e: FastifySchemaValidationError): number => 2 * e.instancePath.length + (TYPE_KEYWORDS.has(e.keyword) ? 0 : 1)
-
-/**
- * One line naming the value at fault. With unions ajv reports every branch it tried; the deepest
- * error is the one that names the field, and at one depth a broken rule (`[]`: too few items)
- * says more than another branch's type (`[]`: not an object).
- */
-function schemaErrorFormatter (errors: FastifySchemaValidationError[], dataVar: string): Error {
-  const deepest = errors.reduce((a, b) => (weight(b) > weight(a) ? b : a))
-  const allowed = deepest.params.allowedValues as unknown[] | undefined
-  const extra = deepest.params.additionalProperty as string | undefined
-  const message = allowed !== undefined
-    ? `must be one of ${allowed.join(', ')}`
-    : extra !== undefined ? `has "${extra}", which is not one of its properties` : deepest.message
-  return new Error(`${dataVar}${deepest.instancePath} ${message ?? 'is invalid'}`)
-}
 
 export interface AppOptions {
   /** Start the pollers when the server is ready (false for --once and some tests). */
@@ -58,9 +40,7 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
     // Without request logging, a child logger per request (to bind its reqId) ties a line to nothing,
     // and making one per beacon cost about 9 % of requests/s: errors name their request instead.
     childLoggerFactory: logger => logger,
-    // Beacons are typed data: "1" must not become 1, nor [1] become 1, on the way in. And a key
-    // the schema does not know (a typo such as "tag") is refused, not silently dropped.
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false } },
+    ajv: ajvOptions,
     schemaErrorFormatter
   }).withTypeProvider<TypeBoxTypeProvider>()
 
