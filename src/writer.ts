@@ -135,7 +135,14 @@ export class Writer {
 
   private countHeld (count: number, source: string): void {
     this.stats.accepted[source] = (this.stats.accepted[source] ?? 0) + count
-    // The first point starts the flush interval; a full batch goes at once.
+    this.wakeIfReady()
+  }
+
+  /**
+   * The first point starts the flush interval; a full batch goes at once. Also called after each
+   * commit: a push counted while a commit was under way saw `batched` not yet lowered.
+   */
+  private wakeIfReady (): void {
     if (this.waiting !== undefined && this.buffer.points - this.batched >= this.waiting.points) this.waiting.wake()
   }
 
@@ -193,6 +200,7 @@ export class Writer {
         if (!await this.deliver(batch)) return
         await this.buffer.commit()
         this.batched -= batch.count
+        this.wakeIfReady()
         this.recheckWaiters()
       }
     } finally {

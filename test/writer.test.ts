@@ -93,6 +93,24 @@ t.test('one batch in flight at a time, in order, also when one is retried', asyn
   t.equal((await vm.export('{__name__="ordered_v"}')).length, 500)
 })
 
+t.test('points accepted while a commit is under way are delivered without waiting for another push', async t => {
+  const vm = await startVictoriaMetrics(t)
+  // A commit that takes a while after letting go of its points, as a spool's does (it deletes files).
+  class SlowCommit extends MemoryBuffer {
+    async commit (): Promise<void> {
+      await super.commit()
+      await new Promise(resolve => setTimeout(resolve, 200))
+    }
+  }
+  const writer = new Writer(new InfluxSink({ url: vm.url, org: 'org', bucket: 'app' }), new SlowCommit(10_000, 100), options())
+  t.teardown(async () => await writer.close(Date.now()))
+  t.ok(await writer.accept(lines('gap', 0, 100), 100, 'test'))
+  await waitFor(() => writer.stats.written === 100, 'the first batch written')
+  t.ok(await writer.accept(lines('gap', 100, 10), 10, 'test'), 'accepted during the commit')
+  await waitFor(() => writer.stats.written === 110, 'the later points written', 3000)
+  t.equal((await vm.export('{__name__="gap_v"}')).length, 110)
+})
+
 t.test('429 and 5xx are retried after Retry-After seconds; nothing is lost', async t => {
   const vm = await startVictoriaMetrics(t)
   const front = await influxFront(t, vm, (_r, n) => n === 1
