@@ -37,6 +37,8 @@ export default fp(async (fastify) => {
   const writer = new Writer(sink, buffer, {
     batchSize: config.batchSize,
     flushInterval: config.flushInterval,
+    // Appends to one file must not interleave.
+    batchesInFlight: config.influx === undefined ? 1 : config.batchesInFlight,
     maxRetryDelay: config.maxRetryDelay,
     log: fastify.log.child({ component: 'writer' })
   })

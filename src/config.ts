@@ -71,6 +71,8 @@ const FileSchema = Type.Object({
   pollTimeout: Optional(Type.String({ pattern: DURATION_PATTERN })),
   batchSize: Optional(Type.Integer({ minimum: 1, maximum: 1_000_000 })),
   flushInterval: Optional(Type.String({ pattern: DURATION_PATTERN })),
+  /** Batches sent to InfluxDB before the first of them is answered (1: strictly in order). */
+  batchesInFlight: Optional(Type.Integer({ minimum: 1, maximum: 16 })),
   maxRetryDelay: Optional(Type.String({ pattern: DURATION_PATTERN })),
   bodyLimit: Optional(Type.Integer({ minimum: 1024 })),
   /** Longest a client may take to send a whole request (slow clients are cut off). */
@@ -117,6 +119,7 @@ export interface Config {
   maxRetryDelay: number
   bufferPoints: number
   batchSize: number
+  batchesInFlight: number
   bodyLimit: number
   requestTimeout: number
   spoolMaxBytes: number
@@ -199,6 +202,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     maxRetryDelay: parseDuration(file.maxRetryDelay ?? '30s'),
     bufferPoints: e.BUFFER_POINTS,
     batchSize: file.batchSize ?? 5000,
+    batchesInFlight: file.batchesInFlight ?? 2,
     bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,
     requestTimeout: parseDuration(file.requestTimeout ?? '30s'),
     spoolMaxBytes: file.spoolMaxBytes ?? 1024 * 1024 * 1024,

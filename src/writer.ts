@@ -8,6 +8,12 @@ export interface WriterOptions {
   batchSize: number
   /** Longest a point waits for a batch to fill, in ms. */
   flushInterval: number
+  /**
+   * Batches sent before the first of them is answered. Above 1 the sink never waits idle between
+   * two batches, but a later batch may land first: only points of one series and timestamp written
+   * twice within a moment could then end up with the older value. Commits stay in order.
+   */
+  batchesInFlight: number
   /** Ceiling of the retry backoff, in ms. */
   maxRetryDelay: number
   log: FastifyBaseLogger
@@ -40,8 +46,8 @@ const sleep = async (ms: number, signal: AbortSignal): Promise<void> => await ne
 
 /**
  * The one writer every point goes through: sources hand it line protocol, it holds it in a buffer
- * (memory, or the on-disk spool), delivers batches by size and interval to the sink one at a time
- * (so order is kept) while it encodes the next, retries what may succeed later, isolates what the
+ * (memory, or the on-disk spool), delivers batches by size and interval to the sink, a few at once
+ * (`batchesInFlight`), while it encodes the next, retries what may succeed later, isolates what the
  * sink refuses, and counts every point as written or dropped.
  */
 export class Writer {
@@ -49,6 +55,8 @@ export class Writer {
   private lastFailure?: SinkError
   /** Points in batches peeked from the buffer and not yet committed. */
   private batched = 0
+  /** Points delivered but left uncommitted because delivery of an older batch was stopped at shutdown. */
+  private deliveredUncommitted = 0
   /** Set while the writer waits for points: how many it waits for, and how to stop waiting. */
   private waiting?: { points: number, wake: () => void }
   private closing = false
@@ -169,7 +177,7 @@ export class Writer {
     this.waiting?.wake()
     await this.loop
     clearTimeout(timer)
-    const left = this.buffer.points
+    const left = this.buffer.points - this.deliveredUncommitted
     if (left > 0 && this.buffer.durable) {
       this.options.log.warn({ points: left }, 'shutdown: undelivered points stay in the spool for the next start')
     } else if (left > 0) {
@@ -190,24 +198,43 @@ export class Writer {
   }
 
   private async run (): Promise<void> {
+    // Batches under way, oldest first: each settles after the one before it (see fly()).
+    const flights: Array<Promise<boolean>> = []
     let next = this.nextBatch()
     try {
       while (!this.stopWaiting.signal.aborted) {
         const batch = await next
-        if (batch === undefined) return
-        // The next batch is peeked and encoded while this one is in flight, and sent after it.
+        if (batch === undefined) break
+        const flight = this.fly(batch, flights.at(-1))
+        flights.push(flight)
+        void flight.then(() => flights.shift())
+        // The next batch is peeked and encoded while these are in flight.
         next = this.nextBatch()
-        if (!await this.deliver(batch)) return
-        await this.buffer.commit()
-        this.batched -= batch.count
-        this.wakeIfReady()
-        this.recheckWaiters()
+        if (flights.length >= this.options.batchesInFlight && !await flights[0]) break
       }
+      await flights.at(-1)
     } finally {
       // Stopped: the batch being prepared stays in the buffer, but must be done reading it first.
       this.waiting?.wake()
       await next.catch(() => undefined)
     }
+  }
+
+  /**
+   * Delivers a batch, then commits it once every batch before it is committed: the buffer forgets
+   * points in the order it took them, so a spool never skips an undelivered batch. False once stopped.
+   */
+  private async fly (batch: Batch, before: Promise<boolean> | undefined): Promise<boolean> {
+    const delivered = await this.deliver(batch)
+    if (!(await before ?? true) || !delivered) {
+      if (delivered) this.deliveredUncommitted += batch.count
+      return false
+    }
+    await this.buffer.commit()
+    this.batched -= batch.count
+    this.wakeIfReady()
+    this.recheckWaiters()
+    return true
   }
 
   /**

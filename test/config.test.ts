@@ -70,6 +70,11 @@ t.test('SIDECAR_CONFIG adds model counts, SQL measurements and named queries', a
 
   await writeFile(path, JSON.stringify({ modelCounts: [{ measurement: 'derps', table: 42 }] }))
   t.match(failure({ SIDECAR_CONFIG: path }), new RegExp(`^SIDECAR_CONFIG ${path}: /modelCounts/0/`))
+  await writeFile(path, JSON.stringify({ batchesInFlight: 3 }))
+  t.equal(loadConfig({ SIDECAR_CONFIG: path }).batchesInFlight, 3)
+  t.equal(loadConfig({}).batchesInFlight, 2, 'two batches in flight by default')
+  await writeFile(path, JSON.stringify({ batchesInFlight: 0 }))
+  t.match(failure({ SIDECAR_CONFIG: path }), new RegExp(`^SIDECAR_CONFIG ${path}: /batchesInFlight Expected integer to be greater or equal to 1`))
   await writeFile(path, '{ not json')
   t.match(failure({ SIDECAR_CONFIG: path }), /^SIDECAR_CONFIG .*JSON/)
   t.match(failure({ SIDECAR_CONFIG: join(dir, 'missing.json') }), /ENOENT/)

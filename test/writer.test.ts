@@ -9,7 +9,7 @@ import { freePort, latestBy, startVictoriaMetrics, waitFor, type VictoriaMetrics
 
 
 interface Received { url: string, headers: IncomingMessage['headers'], body: string, at: number, answeredAt?: number }
-type Answer = { status: number, headers?: Record<string, string>, body?: string } | 'forward'
+type Answer = { status: number, headers?: Record<string, string>, body?: string, delayMs?: number } | 'forward'
 
 /**
  * InfluxDB as the writer meets it in production: it may answer 429/5xx/4xx. `answer` decides per
@@ -30,7 +30,10 @@ async function influxFront (t: Test, vm: VictoriaMetrics, answer: (request: Rece
         request.answeredAt = Date.now()
         res.writeHead(status, headers).end(text)
       }
-      if (decision !== 'forward') return reply(decision.status, { 'content-type': 'application/json', ...decision.headers }, decision.body)
+      if (decision !== 'forward') {
+        setTimeout(reply, decision.delayMs ?? 0, decision.status, { 'content-type': 'application/json', ...decision.headers }, decision.body)
+        return
+      }
       fetch(`${vm.url}${req.url ?? ''}`, { method: 'POST', body }).then(r => reply(r.status), () => reply(502))
     })
   })
@@ -40,14 +43,17 @@ async function influxFront (t: Test, vm: VictoriaMetrics, answer: (request: Rece
 }
 
 const options = (overrides: Partial<WriterOptions> = {}): WriterOptions => ({
-  batchSize: 100, flushInterval: 50, maxRetryDelay: 2000, log: pino({ level: 'silent' }), ...overrides
+  batchSize: 100, flushInterval: 50, batchesInFlight: 2, maxRetryDelay: 2000, log: pino({ level: 'silent' }), ...overrides
 })
 
 const lines = (name: string, from: number, count: number): Buffer =>
   Buffer.from(Array.from({ length: count }, (_, i) => `${name},n=${from + i} v=${from + i}i ${1_700_000_000_000_000_000 + from + i}\n`).join(''))
 
 const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}, bufferPoints = 10_000): Writer => {
-  const writer = new Writer(new InfluxSink({ url, token: 'server-token', org: 'org', bucket: 'app' }), new MemoryBuffer(bufferPoints), options(overrides))
+  const writerOptions = options(overrides)
+  // As plugins/writer.ts builds it: small bodies share blocks of at most one batch.
+  const buffer = new MemoryBuffer(bufferPoints, writerOptions.batchSize)
+  const writer = new Writer(new InfluxSink({ url, token: 'server-token', org: 'org', bucket: 'app' }), buffer, writerOptions)
   t.teardown(async () => await writer.close(Date.now()))
   return writer
 }
@@ -77,10 +83,10 @@ t.test('batches are gzipped, name precision=ns, carry the token, and land in the
   t.equal(writer.bufferedPoints, 0)
 })
 
-t.test('one batch in flight at a time, in order, also when one is retried', async t => {
+t.test('batchesInFlight 1: one batch in flight at a time, in order, also when one is retried', async t => {
   const vm = await startVictoriaMetrics(t)
   const front = await influxFront(t, vm, (_r, n) => n === 1 ? { status: 503, body: '{"code":"unavailable","message":"restarting"}' } : 'forward')
-  const writer = startWriter(t, front.url, { maxRetryDelay: 300 })
+  const writer = startWriter(t, front.url, { maxRetryDelay: 300, batchesInFlight: 1 })
   // Accepted faster than delivered: the writer peeks at (and gzips) the next batch while one is out.
   const chunks = Array.from({ length: 50 }, (_, i) => lines('ordered', i * 10, 10))
   for (const chunk of chunks) t.ok(await writer.accept(chunk, 10, 'test'))
@@ -91,6 +97,39 @@ t.test('one batch in flight at a time, in order, also when one is retried', asyn
   const overlapping = front.received.slice(1).filter((r, i) => r.at < (front.received[i].answeredAt ?? Infinity))
   t.equal(overlapping.length, 0, 'each batch is sent after the previous one was answered')
   t.equal((await vm.export('{__name__="ordered_v"}')).length, 500)
+})
+
+const UNAVAILABLE = { status: 503, body: '{"code":"unavailable","message":"restarting"}' }
+
+t.test('two batches in flight: the next goes before the first is answered, and the buffer lets go in order', async t => {
+  const vm = await startVictoriaMetrics(t)
+  // The first batch is refused twice, after a while: the second is delivered meanwhile.
+  let refusals = 0
+  const front = await influxFront(t, vm, r => r.body.startsWith('overlap,n=0 ') && ++refusals <= 2 ? { ...UNAVAILABLE, delayMs: 200 } : 'forward')
+  const writer = startWriter(t, front.url, { maxRetryDelay: 400 })
+  t.ok(await writer.accept(lines('overlap', 0, 100), 100, 'test'))
+  t.ok(await writer.accept(lines('overlap', 100, 100), 100, 'test'))
+  await waitFor(() => writer.stats.written === 100, 'the second batch written')
+  t.equal(writer.bufferedPoints, 200, 'the second batch stays held while the first is retried: a spool would not skip it')
+  t.ok(await writer.accept(lines('overlap', 200, 300), 300, 'test'))
+  await waitFor(() => writer.stats.written === 500, 'all points written')
+  t.equal(writer.bufferedPoints, 0)
+  const [first, second] = front.received
+  t.ok(second.at < (first.answeredAt ?? Infinity), 'the second batch was sent before the first was answered')
+  t.equal(front.received.filter(r => r.body.startsWith('overlap,n=0 ')).length, 3, 'the refused batch went again until it landed')
+  t.equal((await vm.export('{__name__="overlap_v"}')).length, 500)
+})
+
+t.test('stopped while an older batch is retried: what a younger batch delivered is not counted as dropped', async t => {
+  const vm = await startVictoriaMetrics(t)
+  const front = await influxFront(t, vm, r => r.body.startsWith('stuck,n=0 ') ? UNAVAILABLE : 'forward')
+  const writer = startWriter(t, front.url, { maxRetryDelay: 200 })
+  t.ok(await writer.accept(lines('stuck', 0, 100), 100, 'test'))
+  t.ok(await writer.accept(lines('stuck', 100, 100), 100, 'test'))
+  await waitFor(() => writer.stats.written === 100, 'the second batch written')
+  await writer.close(Date.now() + 100)
+  t.equal(writer.stats.dropped.shutdown, 100, 'only the undelivered batch')
+  t.equal((await vm.export('{__name__="stuck_v"}')).length, 100)
 })
 
 t.test('points accepted while a commit is under way are delivered without waiting for another push', async t => {

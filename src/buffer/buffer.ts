@@ -3,8 +3,9 @@ export interface Chunk { body: Buffer, count: number }
 
 /**
  * Where accepted points wait for the sink: a FIFO with one consumer (the writer), which peeks at a
- * batch, delivers it, and only then commits it away. The writer may peek at the next batch while
- * one is in flight (to compress it meanwhile); commits go in the order of the peeks.
+ * batch, delivers it, and only then commits it away. The writer may peek at the next batches while
+ * some are in flight (to compress them meanwhile, or to send them too); commits go in the order of
+ * the peeks.
  */
 export interface PointBuffer {
   /** Points held and not yet committed. */
