@@ -1,20 +1,15 @@
 /**
  * The delivery side alone: how many lines/s one process can hand to VictoriaMetrics in
- * 5,000-line batches, through the sidecar's own InfluxSink (as src/writer.ts uses it: one batch
- * in flight, the next gzipped at level 1 meanwhile; and without that overlap) and through plain
- * node:http with other choices (no gzip, two batches in flight at once, which the writer does not
- * do: it keeps order). It bounds what the
- * sidecar's memory-buffer ingest can reach, whatever the HTTP side does.
+ * 5,000-line batches, through the sidecar's own InfluxSink (one batch at a time; one in flight
+ * while the next is gzipped at level 1; two in flight, as src/writer.ts does by default) and
+ * through plain node:http without gzip. It bounds what the sidecar's memory-buffer ingest can
+ * reach, whatever the HTTP side does.
  *
  *   node dist/bench/sink.js http://127.0.0.1:8428 [SECONDS]   (bench/run.ts runs it pinned)
  */
 import { Agent, request } from 'node:http'
-import { gzip, constants } from 'node:zlib'
-import { promisify } from 'node:util'
 import { InfluxSink } from '../src/sinks/influxdb'
 import { entries, LINES } from './parse'
-
-const gzipAsync = promisify(gzip)
 
 export interface SinkFigure { name: string, linesPerSecond: number, cpuPercent: number }
 
@@ -24,12 +19,12 @@ function bodies (prefix: string): Buffer[] {
   return Array.from({ length: 8 }, (_, b) => Buffer.from(entries(LINES, prefix).map((e, i) => `${e} ${base - b * 10_000 + i}000000\n`).join('')))
 }
 
-async function post (agent: Agent, url: URL, body: Buffer, gzipped: boolean): Promise<void> {
+async function post (agent: Agent, url: URL, body: Buffer): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const req = request(url, {
       method: 'POST',
       agent,
-      headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length, ...(gzipped ? { 'content-encoding': 'gzip' } : {}) }
+      headers: { 'content-type': 'text/plain; charset=utf-8', 'content-length': body.length }
     }, response => {
       response.resume()
       response.on('end', () => (response.statusCode !== undefined && response.statusCode < 300 ? resolve() : reject(new Error(`status ${response.statusCode}`))))
@@ -65,28 +60,22 @@ export async function measureSink (storeUrl: string, seconds: number, tag: strin
 
   const sink = new InfluxSink({ url: storeUrl, org: 'bench', bucket: 'bench' })
   const viaSink = bodies(`${tag}_sink_`)
-  figures.push(await measure('InfluxSink: gzip level 1, encode then send, 1 in flight', seconds, 1, async i => await sink.send(await sink.encode(viaSink[i % 8]))))
-  // As src/writer.ts does: the next batch is gzipped while one is in flight, and sent after it.
+  const viaSinkSend = async (i: number): Promise<void> => await sink.send(await sink.encode(viaSink[i % 8]))
+  figures.push(await measure('InfluxSink: gzip level 1, encode then send, 1 in flight', seconds, 1, viaSinkSend))
+  // The next batch is gzipped while one is in flight, and sent after it (batchesInFlight: 1).
   let ahead = sink.encode(viaSink[0])
-  figures.push(await measure('InfluxSink: gzip level 1, next encoded during send (the writer)', seconds, 1, async i => {
+  figures.push(await measure('InfluxSink: gzip level 1, next encoded during send', seconds, 1, async i => {
     const encoded = await ahead
     ahead = sink.encode(viaSink[(i + 1) % 8])
     await sink.send(encoded)
   }))
   await ahead
+  // Two loops: while one waits for its answer, the other gzips and sends (the writer's default).
+  figures.push(await measure('InfluxSink: gzip level 1, 2 in flight (the writer)', seconds, 2, viaSinkSend))
 
-  const variants: Array<[string, number, number | undefined]> = [
-    ['node:http, no gzip, 1 in flight', 1, undefined],
-    ['node:http, no gzip, 2 in flight', 2, undefined],
-    ['node:http, gzip level 1, 2 in flight', 2, 1]
-  ]
-  for (const [name, inFlight, level] of variants) {
+  for (const [name, inFlight] of [['node:http, no gzip, 1 in flight', 1], ['node:http, no gzip, 2 in flight', 2]] as const) {
     const texts = bodies(`${tag}_${name.replace(/[^a-z0-9]+/gi, '_')}_`)
-    figures.push(await measure(name, seconds, inFlight, async i => {
-      const raw = texts[i % 8]
-      const body = level === undefined ? raw : await gzipAsync(raw, { level, strategy: constants.Z_DEFAULT_STRATEGY })
-      await post(agent, writeUrl, body, level !== undefined)
-    }))
+    figures.push(await measure(name, seconds, inFlight, async i => await post(agent, writeUrl, texts[i % 8])))
   }
   agent.destroy()
   await sink.close()
