@@ -207,7 +207,8 @@ export class Writer {
         if (batch === undefined) break
         const flight = this.fly(batch, flights.at(-1))
         flights.push(flight)
-        void flight.then(() => flights.shift())
+        const leave = (): unknown => flights.shift()
+        void flight.then(leave, leave)
         // The next batch is peeked and encoded while these are in flight.
         next = this.nextBatch()
         if (flights.length >= this.options.batchesInFlight && !await flights[0]) break

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { appendFile, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
+import { appendFile, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pino from 'pino'
@@ -50,6 +50,25 @@ t.test('a peek reads on after the batches peeked before it; commits go in peek o
   await spool.close()
   spool = await Spool.open(dir, { maxBytes: 10_000_000, segmentBytes: 300, log })
   t.equal(spool.points, 20, 'a restart replays only what was not committed')
+  await spool.close()
+})
+
+t.test('a read position that cannot be saved is logged; commits go on, and a restart replays more', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'spool-'))
+  const warnings: string[] = []
+  const warnLog = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) })
+  let spool = await Spool.open(dir, { maxBytes: 10_000_000, segmentBytes: 10_000, log: warnLog })
+  for (let i = 0; i < 4; i++) await spool.append({ body: lines('m', i * 5, 5), count: 5 })
+  await spool.peek(5)
+  await spool.commit()
+  await mkdir(join(dir, 'cursor.json.tmp')) // writing the cursor now fails (EISDIR), as on a full disk
+  await spool.peek(5)
+  await spool.commit()
+  t.equal(spool.points, 10, 'the commit went through')
+  t.match(warnings, ['spool: cannot save the read position; a restart will replay more'])
+  await spool.close()
+  spool = await Spool.open(dir, { maxBytes: 10_000_000, segmentBytes: 10_000, log })
+  t.equal(spool.points, 15, 'replayed from the last saved position: the unsaved batch again, nothing lost')
   await spool.close()
 })
 

@@ -109,10 +109,21 @@ export class Spool implements PointBuffer {
     this.cursor = { segment, offset }
     this.points -= count
     while (this.segments.length > 1 && this.segments[0].id < segment) await this.remove(this.segments[0])
-    // Not fsynced: losing it only means replaying some delivered points again (at least once).
+    await this.saveCursor()
+  }
+
+  /**
+   * Not fsynced, and a failure (a full disk) is only logged: losing the cursor only means replaying
+   * some delivered points again after a restart (at least once), never losing any.
+   */
+  private async saveCursor (): Promise<void> {
     const file = join(this.dir, 'cursor.json')
-    await writeFile(`${file}.tmp`, JSON.stringify(this.cursor))
-    await rename(`${file}.tmp`, file)
+    try {
+      await writeFile(`${file}.tmp`, JSON.stringify(this.cursor))
+      await rename(`${file}.tmp`, file)
+    } catch (err) {
+      this.options.log.warn({ err }, 'spool: cannot save the read position; a restart will replay more')
+    }
   }
 
   async close (): Promise<void> {
