@@ -341,7 +341,7 @@ async function references (store: Store, which: Scenario): Promise<Phase[]> {
   try {
     return await abba(store, a, b, which, 'reference')
   } finally {
-    targetPids.splice(targetPids.indexOf(a.child.pid), 2)
+    for (const { child } of [a, b]) targetPids.splice(targetPids.indexOf(child.pid), 1)
     await Promise.all([stop(a.child), stop(b.child)])
   }
 }

@@ -49,10 +49,11 @@ const options = (overrides: Partial<WriterOptions> = {}): WriterOptions => ({
 const lines = (name: string, from: number, count: number): Buffer =>
   Buffer.from(Array.from({ length: count }, (_, i) => `${name},n=${from + i} v=${from + i}i ${1_700_000_000_000_000_000 + from + i}\n`).join(''))
 
-const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}, bufferPoints = 10_000): Writer => {
+/** `buffer`: its size in points (a MemoryBuffer as plugins/writer.ts builds it), or the buffer itself. */
+const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}, buffer: number | MemoryBuffer = 10_000): Writer => {
   const writerOptions = options(overrides)
-  // As plugins/writer.ts builds it: small bodies share blocks of at most one batch.
-  const buffer = new MemoryBuffer(bufferPoints, writerOptions.batchSize)
+  // Small bodies share blocks of at most one batch.
+  if (typeof buffer === 'number') buffer = new MemoryBuffer(buffer, writerOptions.batchSize)
   const writer = new Writer(new InfluxSink({ url, token: 'server-token', org: 'org', bucket: 'app' }), buffer, writerOptions)
   t.teardown(async () => await writer.close(Date.now()))
   return writer
@@ -141,8 +142,7 @@ t.test('points accepted while a commit is under way are delivered without waitin
       await new Promise(resolve => setTimeout(resolve, 200))
     }
   }
-  const writer = new Writer(new InfluxSink({ url: vm.url, org: 'org', bucket: 'app' }), new SlowCommit(10_000, 100), options())
-  t.teardown(async () => await writer.close(Date.now()))
+  const writer = startWriter(t, vm.url, {}, new SlowCommit(10_000, 100))
   t.ok(await writer.accept(lines('gap', 0, 100), 100, 'test'))
   await waitFor(() => writer.stats.written === 100, 'the first batch written')
   t.ok(await writer.accept(lines('gap', 100, 10), 10, 'test'), 'accepted during the commit')
