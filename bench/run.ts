@@ -5,9 +5,10 @@
  * the sidecar (each pinned to the other core), then for each scenario runs wrk against the two
  * targets in the order A B B A (sidecar, vmagent, vmagent, sidecar) to cancel drift, waits after
  * each phase until the target has delivered everything, and counts what reached the store. The
- * beacon scenario ends with the same load, A B B A, against two reference servers that do no work
- * (bench/reference.ts: bare Fastify with the same schema, and node:http), so the table shows what
- * this core allows before the sidecar does anything.
+ * beacon scenario ends with the same load, A B C C B A, against three reference servers
+ * (bench/reference.ts): bare Fastify with the same schema and node:http, which do no work, and
+ * node:http doing the sidecar's beacon work without Fastify. The table shows what this core allows
+ * a Node.js server before the sidecar does anything, and what the work costs without the framework.
  * Every process it starts is ended when it stops, also on errors and Ctrl-C.
  *
  * Environment:
@@ -48,10 +49,11 @@ const LOAD_CPU = '0' // wrk and VictoriaMetrics
 const TARGET_CPU = '1' // the sidecar and vmagent
 const LP_CONNECTIONS = 4
 const BEACON_CONNECTIONS = 8
-const REFERENCE_KINDS: ReferenceKind[] = ['fastify', 'node-http']
+const REFERENCE_KINDS: ReferenceKind[] = ['fastify', 'node-http', 'node-http-work']
 const REFERENCE_NAMES: Record<ReferenceKind, string> = {
-  fastify: 'a bare Fastify route with the sidecar\'s beacon schema',
-  'node-http': 'node:http, JSON.parse of the body'
+  fastify: 'with no work: a bare Fastify route with the sidecar\'s beacon schema',
+  'node-http': 'with no work: node:http, JSON.parse of the body',
+  'node-http-work': 'the sidecar\'s beacon work without Fastify: node:http, the schema, line protocol, the Writer delivering to the store'
 }
 
 const env = (name: string, fallback: string): string => process.env[name] ?? fallback
@@ -279,7 +281,7 @@ function describe (p: Phase): string {
 }
 
 function describeReference (p: Phase): string {
-  return `${p.label} ${p.target.padEnd(9)} ${fmt(rate(p)).padStart(9)} req/s, p99 ${fmt(p.wrk.latencyMs.p99, 2)} ms, ${fmt(p.wrk.non2xx)} non-2xx; CPU ${fmt(100 * p.cpuSeconds / p.wrk.seconds)}%, wrk ${fmt(100 * p.wrkCpuSeconds / p.wrk.seconds)}%; RSS peak ${mb(p.peakRss)}`
+  return `${p.label} ${p.target.padEnd(14)} ${fmt(rate(p)).padStart(9)} req/s, p99 ${fmt(p.wrk.latencyMs.p99, 2)} ms, ${fmt(p.wrk.non2xx)} non-2xx; CPU ${fmt(100 * p.cpuSeconds / p.wrk.seconds)}%, wrk ${fmt(100 * p.wrkCpuSeconds / p.wrk.seconds)}%; RSS peak ${mb(p.peakRss)}`
 }
 
 /** The target's CPU by thread kind, e.g. `main (node) 80%, libuv-worker 15%`. */
@@ -315,34 +317,38 @@ function combine (phases: Phase[]): Combined {
 
 async function scenario (store: Store, sidecar: Target, vmagent: Target, which: Scenario): Promise<Phase[]> {
   say(`\n${which}: warm-up ${WARMUP_SECONDS} s each, then A B B A, ${SECONDS} s each`)
-  const phases = await abba(store, sidecar, vmagent, which, which)
+  const phases = await abba(store, [sidecar, vmagent], which, which)
   if (!isLineProtocol(which)) phases.push(...await references(store, which))
   return phases
 }
 
-/** A warm-up of each target, then measured phases in the order a, b, b, a (labels `${label}1`…). */
-async function abba (store: Store, a: Target, b: Target, which: Scenario, label: string): Promise<Phase[]> {
+/** A warm-up of each target, then measured phases in the order a, b, b, a (or a, b, c, c, b, a; labels `${label}1`…). */
+async function abba (store: Store, targets: Target[], which: Scenario, label: string): Promise<Phase[]> {
   if (WARMUP_SECONDS > 0) {
-    for (const target of [a, b]) await runPhase(store, target, which, `warm_${which}`, WARMUP_SECONDS)
+    for (const target of targets) await runPhase(store, target, which, `warm_${which}`, WARMUP_SECONDS)
   }
   const phases: Phase[] = []
-  const order = [a, b, b, a]
+  const order = [...targets, ...[...targets].reverse()]
   for (let i = 0; i < order.length; i++) phases.push(await runPhase(store, order[i], which, `${label}${i + 1}`, SECONDS))
   return phases
 }
 
 /**
- * The same beacon load against servers that do no work (bench/reference.ts), also A B B A: what
- * this core allows a Node.js server before the sidecar parses, formats, holds or delivers anything.
+ * The same beacon load against the reference servers (bench/reference.ts), also A B C C B A: what
+ * this core allows a Node.js server with no work, with and without Fastify, and the sidecar's
+ * beacon work without Fastify.
  */
 async function references (store: Store, which: Scenario): Promise<Phase[]> {
-  const [a, b] = await Promise.all(REFERENCE_KINDS.map(async kind => await startReference(kind, TARGET_CPU, logDir)))
-  targetPids.push(a.child.pid, b.child.pid)
+  const servers: Target[] = []
   try {
-    return await abba(store, a, b, which, 'reference')
+    for (const kind of REFERENCE_KINDS) {
+      servers.push(await startReference(kind, TARGET_CPU, logDir, store.url))
+      targetPids.push(servers[servers.length - 1].child.pid)
+    }
+    return await abba(store, servers, which, 'reference')
   } finally {
-    for (const { child } of [a, b]) targetPids.splice(targetPids.indexOf(child.pid), 1)
-    await Promise.all([stop(a.child), stop(b.child)])
+    for (const { child } of servers) targetPids.splice(targetPids.indexOf(child.pid), 1)
+    await Promise.all(servers.map(async ({ child }) => await stop(child)))
   }
 }
 
@@ -384,7 +390,7 @@ function table (phases: Phase[], parse: ParseFigure[]): string[] {
         const measured = phases.filter(p => p.scenario === which && p.target === kind)
         if (measured.length === 0) continue
         const r = combine(measured)
-        rows.push(`| … reference, the same load on the same core with no work: ${REFERENCE_NAMES[kind]}: requests/s (p99) | ${fmt(r.rate)} (${fmt(r.p99, 2)} ms) | | ${(r.rate / v.rate).toFixed(2)}× | ${mb(r.peakRss)} | |`)
+        rows.push(`| … reference, the same load on the same core, ${REFERENCE_NAMES[kind]}: requests/s (p99) | ${fmt(r.rate)} (${fmt(r.p99, 2)} ms) | | ${(r.rate / v.rate).toFixed(2)}× | ${mb(r.peakRss)} | |`)
       }
     }
   }

@@ -181,12 +181,15 @@ export async function startSidecar (options: SidecarOptions): Promise<Target> {
   }
 }
 
-/** A reference server (bench/reference.ts) run with the sidecar's runtime flags: the same request, no work. */
-export async function startReference (kind: ReferenceKind, cpu: string, logDir: string): Promise<Target> {
+/**
+ * A reference server (bench/reference.ts) run with the sidecar's runtime flags and, for the one that
+ * delivers, the sidecar's sink settings: the same request, less around it.
+ */
+export async function startReference (kind: ReferenceKind, cpu: string, logDir: string, storeUrl: string): Promise<Target> {
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   const child = start(kind, cpu, process.execPath, [...RUNTIME_NODE_ARGS, join(__dirname, 'reference.js'), kind, String(port)], {
-    env: { ...process.env, ...RUNTIME_ENV }, logDir
+    env: { ...process.env, ...RUNTIME_ENV, INFLUX_URL: storeUrl, INFLUX_ORG: ORG, INFLUX_BUCKET: BUCKET, LOG_LEVEL: 'warn' }, logDir
   })
   await waitFor(async () => await ok(`${url}/health`), `the ${kind} reference server to start`, 30_000, child)
   return { name: kind, child, url, writePath: '', beaconPath: '/beacons', forwards: false, drained: async () => true }
