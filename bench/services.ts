@@ -189,7 +189,8 @@ export async function startReference (kind: ReferenceKind, cpu: string, logDir: 
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   const child = start(kind, cpu, process.execPath, [...RUNTIME_NODE_ARGS, join(__dirname, 'reference.js'), kind, String(port)], {
-    env: { ...process.env, ...RUNTIME_ENV, INFLUX_URL: storeUrl, INFLUX_ORG: ORG, INFLUX_BUCKET: BUCKET, LOG_LEVEL: 'warn' }, logDir
+    // As clean as the sidecar's: a HOST, token or SIDECAR_CONFIG of the caller's must not reach loadConfig().
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...RUNTIME_ENV, INFLUX_URL: storeUrl, INFLUX_ORG: ORG, INFLUX_BUCKET: BUCKET, LOG_LEVEL: 'warn' }, logDir
   })
   await waitFor(async () => await ok(`${url}/health`), `the ${kind} reference server to start`, 30_000, child)
   return { name: kind, child, url, writePath: '', beaconPath: '/beacons', forwards: false, drained: async () => true }
