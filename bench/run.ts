@@ -22,6 +22,8 @@
  *                             node --cpu-prof, and summarise where its main thread spends time
  *   BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test
  *   BENCH_SETTLE_SECONDS=120  longest wait for a target to deliver what it acknowledged
+ *   BENCH_KEEP_LOGS=1         keep every process's log (e.g. with --trace-deopt in BENCH_SIDECAR_NODE_ARGS);
+ *                            they are kept anyway when the run fails
  *   BENCH_BACKOFF_MS=0        line protocol: after a 429 a connection waits this long before its
  *                            next request (0: retries at once, as wrk does; the sidecar answers
  *                            Retry-After: 1)
@@ -474,6 +476,10 @@ async function main (): Promise<void> {
 }
 
 main().then(async () => {
+  if (env('BENCH_KEEP_LOGS', '') !== '') {
+    keepDir(logDir)
+    say(`logs kept in ${logDir}`)
+  }
   await cleanup()
 }, async (err: unknown) => {
   if (isInterrupted()) return // the signal handler cleans up and exits
