@@ -2,10 +2,13 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
+import { connect, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
+import { IncomingMessage } from 'node:http'
 import { join } from 'node:path'
 import { gzipSync } from 'node:zlib'
+import { HttpError } from '../src/http/errors'
+import { readRawBody } from '../src/http/raw-body'
 import { buildTestApp, CORPUS_PATH } from './helper'
 
 
@@ -109,6 +112,23 @@ t.test('gzip bombs are cut off at the limit, and memory stays bounded', async t 
     peak = Math.max(peak, process.memoryUsage().rss)
   }
   t.ok(peak - before < 200 * 1024 * 1024, `RSS grew by ${Math.round((peak - before) / 1024 / 1024)} MB over ten 512 MiB bombs`)
+})
+
+t.test('a client gone half-way through a gzip body: the read fails with 400 instead of waiting forever', async t => {
+  // pipe() does not carry the request's error on to the gunzip stream: reading only from that
+  // stream never ended, and the push's handler stayed pending for the life of the process.
+  const gzipped = gzipSync(randomBytes(256 * 1024))
+  // A real IncomingMessage: it emits 'error' only when someone listens for it, as when Node's server
+  // destroys the request of a client that went away.
+  const request = new IncomingMessage(new Socket())
+  request.headers = { 'content-encoding': 'gzip' }
+  const read = readRawBody(request, request, 1024 * 1024)
+  request.push(gzipped.subarray(0, gzipped.length >> 1))
+  setTimeout(() => request.destroy(new Error('aborted')), 50)
+  const outcome = await Promise.race([read.then(() => 'read', (err: unknown) => err), new Promise(resolve => setTimeout(resolve, 5000, 'still waiting after 5 s'))])
+  t.ok(outcome instanceof HttpError, `rejected with an HttpError (got ${String(outcome)})`)
+  t.equal((outcome as HttpError).statusCode, 400)
+  t.match((outcome as HttpError).message, /unreadable gzip body: aborted/)
 })
 
 t.test('a slow client is cut off after requestTimeout', async t => {

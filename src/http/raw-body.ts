@@ -19,18 +19,33 @@ export async function readRawBody (request: IncomingMessage, payload: Readable, 
     throw new HttpError(413, `body of ${declared} bytes is over the limit of ${limit}`)
   }
   const source: Readable = encoding === 'gzip' ? payload.pipe(createGunzip()) : payload
-  const chunks: Buffer[] = []
-  let size = 0
-  try {
-    for await (const chunk of source) {
-      size += (chunk as Buffer).length
-      if (size > limit) throw new HttpError(413, `body is over the limit of ${limit} bytes${encoding === 'gzip' ? ' after decompression' : ''}`)
-      chunks.push(chunk as Buffer)
+  // Read with events, as Fastify reads every other body; `for await` over the gunzip stream alone
+  // never ended when the client went away mid-body (see onError below).
+  return await new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    let settled = false
+    const fail = (err: HttpError): void => {
+      if (settled) return
+      settled = true
+      payload.destroy()
+      source.destroy()
+      reject(err)
     }
-  } catch (err) {
-    payload.destroy()
-    if (err instanceof HttpError) throw err
-    throw new HttpError(400, `unreadable ${encoding === 'gzip' ? 'gzip ' : ''}body: ${(err as Error).message}`)
-  }
-  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)
+    source.on('data', (chunk: Buffer) => {
+      if (settled) return
+      size += chunk.length
+      if (size <= limit) chunks.push(chunk)
+      else fail(new HttpError(413, `body is over the limit of ${limit} bytes${encoding === 'gzip' ? ' after decompression' : ''}`))
+    })
+    source.on('end', () => {
+      if (settled) return
+      settled = true
+      resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size))
+    })
+    // pipe() does not pass the request's own errors (a client gone mid-body) on to the gunzip stream.
+    const onError = (err: Error): void => fail(new HttpError(400, `unreadable ${encoding === 'gzip' ? 'gzip ' : ''}body: ${err.message}`))
+    payload.on('error', onError)
+    if (source !== payload) source.on('error', onError)
+  })
 }
