@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { promisify } from 'node:util'
 import type { FastifyInstance } from 'fastify'
-import { buildTestApp, freePort, startVictoriaMetrics, waitFor, type Series, type VictoriaMetrics } from './helper'
+import { buildTestApp, freePort, refusedPort, startVictoriaMetrics, waitFor, type Series, type VictoriaMetrics } from './helper'
 
 // examples/django/: the stdlib-only sidecar_beacons app and its demo project, run by Debian's
 // Django (python3-django), which the pyenv python3 on PATH does not have.
@@ -105,7 +105,7 @@ function suite (): void {
     vm = await startVictoriaMetrics(t)
     ;({ app, url: sidecarUrl } = await sidecar(t, { INFLUX_URL: vm.url, INFLUX_ORG: 'org', INFLUX_BUCKET: 'app' }))
     // A port nothing listens on, and a "sidecar" that accepts connections and never answers.
-    const closedPort = await freePort()
+    const closedPort = await refusedPort()
     const sockets = new Set<Socket>()
     const blackHole = createServer(socket => { sockets.add(socket); socket.on('error', () => {}) })
     await new Promise<void>(resolve => blackHole.listen(0, '127.0.0.1', resolve))

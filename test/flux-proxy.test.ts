@@ -6,7 +6,7 @@ import { runInNewContext } from 'node:vm'
 import { gunzipSync, gzipSync } from 'node:zlib'
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client'
 import type { FastifyInstance } from 'fastify'
-import { buildTestApp, freePort, waitFor } from './helper'
+import { buildTestApp, refusedPort, waitFor } from './helper'
 import { answer, fixture, startFakeInflux, type FakeInflux } from './fixtures/flux/fake-influxdb'
 
 const SERVER_TOKEN = 'server-token-5f0c2b9e-never-shown'
@@ -209,7 +209,7 @@ t.test('an upstream HTTP error is a 502 carrying its message', async t => {
 })
 
 t.test('an unreachable InfluxDB is a 503', async t => {
-  const { url } = await start(t, { INFLUX_URL: `http://127.0.0.1:${await freePort()}` })
+  const { url } = await start(t, { INFLUX_URL: `http://127.0.0.1:${await refusedPort()}` })
   const raw = await post(`${url}/api/v2/query`, queryBody())
   t.equal(raw.status, 503)
   t.match(json(raw), { code: 'unavailable', message: /InfluxDB is unreachable: ECONNREFUSED/ })

@@ -8,9 +8,9 @@ import pg from 'pg'
 import type { FastifyInstance } from 'fastify'
 import { buildApp, type AppOptions } from '../src/app'
 import { loadConfig } from '../src/config'
-import { freePort, waitFor } from './wait'
+import { freePort, refusedPort, waitFor } from './wait'
 
-export { freePort, waitFor }
+export { freePort, refusedPort, waitFor }
 
 type Test = { teardown: (fn: () => unknown) => void }
 

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
-import { buildTestApp, freePort } from './helper'
+import { buildTestApp, refusedPort } from './helper'
 import { answer, fixture, startFakeInflux, type FakeInflux } from './fixtures/flux/fake-influxdb'
 
 const SERVER_TOKEN = 'server-token-for-named-queries'
@@ -120,7 +120,7 @@ t.test('QUERY_TIMEOUT: 504 and the upstream request is aborted', async t => {
 })
 
 t.test('an unreachable InfluxDB is a 503', async t => {
-  const { app } = await start(t, { INFLUX_URL: `http://127.0.0.1:${await freePort()}` })
+  const { app } = await start(t, { INFLUX_URL: `http://127.0.0.1:${await refusedPort()}` })
   const response = await app.inject('/queries/derps-total')
   t.equal(response.statusCode, 503)
   t.match(response.json(), { code: 'unavailable', message: /InfluxDB is unreachable: ECONNREFUSED/ })

@@ -1,4 +1,22 @@
-import { createServer } from 'node:net'
+import { connect, createServer } from 'node:net'
+
+/**
+ * A loopback port that refuses connections, for tests of a peer that is down. freePort() will not
+ * do for that: once closed, its port is back among those listen(0) hands out, and a test file running
+ * alongside may be listening on it a moment later. Ports below 1024 are never handed out that way,
+ * so one refused now stays refused.
+ */
+export async function refusedPort (): Promise<number> {
+  for (const port of [1, 3, 5, 7, 11, 13, 17]) {
+    const refused = await new Promise<boolean>(resolve => {
+      const socket = connect(port, '127.0.0.1')
+      socket.once('connect', () => { socket.destroy(); resolve(false) })
+      socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'ECONNREFUSED'))
+    })
+    if (refused) return port
+  }
+  throw new Error('every candidate port below 1024 accepts connections on 127.0.0.1')
+}
 
 /** A loopback port nothing listens on right now (tests and benchmarks start servers on it). */
 export async function freePort (): Promise<number> {
