@@ -20,6 +20,7 @@ import addFormats from 'ajv-formats'
 import Fastify from 'fastify'
 import pino from 'pino'
 import { Beacon, BeaconsBody, beaconsToLineProtocol } from '../src/beacon'
+import { writerOptions } from '../plugins/writer'
 import { loadConfig } from '../src/config'
 import { ajvOptions } from '../src/http/validation'
 import { MemoryBuffer } from '../src/buffer/memory'
@@ -52,13 +53,7 @@ function nodeHttpServer (port: number): void {
 function nodeHttpWorkServer (port: number): void {
   const config = loadConfig()
   if (config.influx === undefined) fail('node-http-work needs INFLUX_URL')
-  const writer = new Writer(new InfluxSink(config.influx), new MemoryBuffer(config.bufferPoints, config.batchSize), {
-    batchSize: config.batchSize,
-    flushInterval: config.flushInterval,
-    batchesInFlight: config.batchesInFlight,
-    maxRetryDelay: config.maxRetryDelay,
-    log: pino({ level: 'warn' })
-  })
+  const writer = new Writer(new InfluxSink(config.influx), new MemoryBuffer(config.bufferPoints, config.batchSize), writerOptions(config, pino({ level: 'warn' })))
   const ajv = new Ajv(ajvOptions.customOptions)
   addFormats(ajv)
   const valid = ajv.compile<Beacon | Beacon[]>(BeaconsBody)

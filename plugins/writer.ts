@@ -1,11 +1,13 @@
+import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Config } from '../src/config'
 import { FileSink } from '../src/sinks/file'
 import { InfluxSink } from '../src/sinks/influxdb'
 import type { Sink } from '../src/sinks/sink'
 import type { PointBuffer } from '../src/buffer/buffer'
 import { MemoryBuffer } from '../src/buffer/memory'
 import { Spool } from '../src/buffer/spool'
-import { Writer } from '../src/writer'
+import { Writer, type WriterOptions } from '../src/writer'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -24,6 +26,18 @@ const segmentBytes = (maxBytes: number): number => Math.min(64 * 1024 * 1024, Ma
 /** How long close() keeps trying to deliver what is buffered. */
 const FLUSH_ON_CLOSE_MS = 8000
 
+/** The writer's settings from the sidecar's configuration (bench/reference.ts builds one the same way). */
+export function writerOptions (config: Config, log: FastifyBaseLogger): WriterOptions {
+  return {
+    batchSize: config.batchSize,
+    flushInterval: config.flushInterval,
+    // Appends to one file must not interleave.
+    batchesInFlight: config.influx === undefined ? 1 : config.batchesInFlight,
+    maxRetryDelay: config.maxRetryDelay,
+    log
+  }
+}
+
 /**
  * The one writer, the buffer it drains (memory, or the spool when SPOOL_DIR is set) and the sink it
  * delivers to: InfluxDB when INFLUX_URL is set, else a file.
@@ -34,14 +48,7 @@ export default fp(async (fastify) => {
   const buffer: PointBuffer = config.spoolDir === undefined
     ? new MemoryBuffer(config.bufferPoints, config.batchSize)
     : await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, segmentBytes: segmentBytes(config.spoolMaxBytes), log: fastify.log.child({ component: 'spool' }) })
-  const writer = new Writer(sink, buffer, {
-    batchSize: config.batchSize,
-    flushInterval: config.flushInterval,
-    // Appends to one file must not interleave.
-    batchesInFlight: config.influx === undefined ? 1 : config.batchesInFlight,
-    maxRetryDelay: config.maxRetryDelay,
-    log: fastify.log.child({ component: 'writer' })
-  })
+  const writer = new Writer(sink, buffer, writerOptions(config, fastify.log.child({ component: 'writer' })))
   fastify.decorate('sink', sink)
   fastify.decorate('writer', writer)
   fastify.log.info(`points go to ${sink.description}${config.spoolDir === undefined ? '' : `, through the spool in ${config.spoolDir}`}`)
