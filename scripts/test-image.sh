@@ -207,6 +207,16 @@ done
 
 if podman healthcheck run "$container" >/dev/null 2>&1; then pass "podman healthcheck run passes"; else fail "podman healthcheck run fails"; fi
 
+# --once, both ways README "Run it" gives: as the image's arguments, and exec'd in a running pod.
+once=$(podman run --rm --no-healthcheck "${RUN_FLAGS[@]}" -e DATABASE_URL="$db_url" "$IMAGE" --once 2>>"$work/podman.log") \
+  && [[ $once == *'derps,species=dog count=3i '* ]] \
+  && pass "podman run IMAGE --once prints the poll as line protocol, exit 0" \
+  || fail "podman run IMAGE --once: '${once:0:200}'"
+once=$(podman exec "$container" node dist/src/server.js --once 2>>"$work/podman.log") \
+  && [[ $once == *'derps,species=dog count=3i '* ]] \
+  && pass "--once exec'd beside the running service, exit 0" \
+  || fail "podman exec … --once: '${once:0:200}'"
+
 # The exec probes of deploy/kubernetes, run inside the container as the kubelet would (with the
 # manifest's PORT replaced by the free port this container listens on).
 if [[ -f deploy/kubernetes/deployment.yaml && -d node_modules/yaml ]]; then

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { parseArgs } from 'node:util'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app'
 import { ConfigError, loadConfig, type Config } from './config'
@@ -6,6 +7,32 @@ import { pollOnce } from './once'
 
 /** Longer than the writer's flush on close (plugins/writer.ts), so a clean shutdown is never cut short. */
 const GRACE_MS = 10_000
+
+const USAGE = `Usage: metrics-sidecar [--once]
+
+  (no option)  run the sidecar: poll PostgreSQL, take pushes, write to InfluxDB
+  --once       run every poller once, print the points as line protocol on stdout and exit:
+               0 when every poller worked, 1 when one failed
+  -h, --help   print this help
+
+Configuration comes from the environment (DATABASE_URL, INFLUX_URL, …) and the JSON file named by
+SIDECAR_CONFIG; see README.md. Bad configuration exits with 2.
+`
+
+/** The options, or exit 2 with the usage on a typo: a mistyped --once must not start a second live sidecar. */
+function optionsOrExit (): { once: boolean } {
+  try {
+    const { values } = parseArgs({ options: { once: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } })
+    if (values.help === true) {
+      process.stdout.write(USAGE)
+      process.exit(0)
+    }
+    return { once: values.once === true }
+  } catch (err) {
+    process.stderr.write(`metrics-sidecar: ${(err as Error).message}\n\n${USAGE}`)
+    process.exit(2)
+  }
+}
 
 function configOrExit (): Config {
   try {
@@ -17,17 +44,13 @@ function configOrExit (): Config {
   }
 }
 
-async function once (config: Config): Promise<void> {
-  const app = await buildApp(config, { poll: false, logger: { level: 'error', stream: process.stderr } })
-  await app.ready()
-  const code = await pollOnce(app, process.stdout, process.stderr)
-  await app.close()
-  process.exitCode = code
-}
-
 async function main (): Promise<void> {
+  const { once } = optionsOrExit()
   const config = configOrExit()
-  if (process.argv.includes('--once')) return await once(config)
+  if (once) {
+    process.exitCode = await pollOnce(config, process.stdout, process.stderr)
+    return
+  }
   const app = await buildApp(config)
   closeWithGrace({ delay: GRACE_MS }, async ({ signal, err }) => {
     if (err !== undefined) app.log.error({ err }, 'shutting down after an error')

@@ -66,3 +66,28 @@ t.test('metrics-sidecar --once prints one poll as line protocol and says whether
   t.equal(down.stdout, '')
   t.match(down.stderr, /^metrics-sidecar: poller derps failed: connect ECONNREFUSED 127\.0\.0\.1:1$/m)
 })
+
+t.test('the command line: --help, and a mistyped option refused rather than starting a second live sidecar', async t => {
+  const run = async (args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
+    try {
+      // DATABASE_URL is unreachable: a sidecar started by mistake would still listen and be found by the timeout.
+      const { stdout, stderr } = await promisify(execFile)(process.execPath, [SERVER, ...args], { env: { PATH: process.env.PATH, DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/nowhere', PORT: '0' }, timeout: 10_000 })
+      return { code: 0, stdout, stderr }
+    } catch (err) {
+      const e = err as { code: number, stdout: string, stderr: string }
+      return { code: e.code, stdout: e.stdout, stderr: e.stderr }
+    }
+  }
+  const help = await run(['--help'])
+  t.equal(help.code, 0)
+  t.match(help.stdout, /^Usage: metrics-sidecar \[--once\]$/m)
+  t.equal(help.stderr, '')
+  t.equal((await run(['-h'])).stdout, help.stdout)
+  for (const args of [['--onec'], ['--once=true'], ['once']]) {
+    const wrong = await run(args)
+    t.equal(wrong.code, 2, args.join(' '))
+    t.equal(wrong.stdout, '')
+    t.match(wrong.stderr, /^metrics-sidecar: .*(once|onec)/)
+    t.match(wrong.stderr, /Usage: metrics-sidecar/)
+  }
+})

@@ -1,11 +1,12 @@
 import t from 'tap'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { appendFile, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { promisify } from 'node:util'
 import pino from 'pino'
 import { Spool } from '../src/buffer/spool'
-import { createDatabase, freePort, startVictoriaMetrics, waitFor } from './helper'
+import { createDatabase, freePort, refusedPort, startVictoriaMetrics, waitFor } from './helper'
 
 const SERVER = join(__dirname, '..', 'dist', 'src', 'server.js')
 const log = pino({ level: 'silent' })
@@ -178,6 +179,34 @@ t.test('SIGTERM with InfluxDB down exits cleanly and leaves the points on disk f
   t.equal(series[0].values.length, 300)
   const metrics = await (await fetch(`${sidecar.url}/metrics`)).text()
   t.match(metrics, /^sidecar_spool_bytes \d+$/m, 'the spool size is reported')
+})
+
+t.test('--once beside a live sidecar leaves its spool alone: the points it acknowledged survive kill -9', async t => {
+  const db = await createDatabase(t)
+  const vm = await startVictoriaMetrics(t)
+  const spoolDir = await mkdtemp(join(tmpdir(), 'spool-'))
+  const influx = { INFLUX_ORG: 'o', INFLUX_BUCKET: 'b' }
+  // The live sidecar cannot reach InfluxDB, so what it acknowledges waits in the spool.
+  let sidecar = await startSidecar({ DATABASE_URL: db, INFLUX_URL: `http://127.0.0.1:${await refusedPort()}`, ...influx, SPOOL_DIR: spoolDir, POLL_INTERVAL: '1h' })
+  t.teardown(() => sidecar.child.kill('SIGKILL'))
+  t.equal((await fetch(`${sidecar.url}/api/v2/write?bucket=b`, { method: 'POST', body: lines('live', 0, 100) })).status, 204)
+  const snapshot = async (): Promise<Record<string, string>> => Object.fromEntries(await Promise.all((await readdir(spoolDir)).map(async f => [f, (await readFile(join(spoolDir, f))).toString('base64')])))
+  const before = await snapshot()
+
+  // The check, run as an operator would (kubectl exec) with the pod's environment but a reachable InfluxDB.
+  const { stdout } = await promisify(execFile)(process.execPath, [SERVER, '--once'], { env: { PATH: process.env.PATH, DATABASE_URL: db, INFLUX_URL: vm.url, ...influx, SPOOL_DIR: spoolDir } })
+  t.match(stdout, /^postgresql,db=/m, 'it polled')
+  t.same(await snapshot(), before, 'the spool is as the live sidecar left it')
+  t.same(await vm.export('{__name__="live_v"}'), [], 'nothing of it was delivered by --once')
+
+  sidecar.child.kill('SIGKILL')
+  await sidecar.exited
+  sidecar = await startSidecar({ DATABASE_URL: db, INFLUX_URL: vm.url, ...influx, SPOOL_DIR: spoolDir, POLL_INTERVAL: '1h' })
+  const series = await waitFor(async () => {
+    const found = await vm.export('{__name__="live_v"}')
+    return found[0]?.values.length === 100 ? found : undefined
+  }, 'the 100 acknowledged points delivered after the restart', 30_000)
+  t.equal(series[0].values.length, 100)
 })
 
 t.test('a full spool answers 429, never a silent drop', async t => {
