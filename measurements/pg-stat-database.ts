@@ -6,6 +6,8 @@ import type { FieldValue } from '../src/line-protocol/point'
  * `postgresql`: every row of pg_stat_database, its numeric columns as fields under their own
  * names and `datname` as the `db` tag — the same shape as Telegraf's `inputs.postgresql`, so its
  * community dashboards work. `server` describes the connection without its password.
+ * The row of shared objects (datid 0, no datname, PostgreSQL 12+) is tagged `postgres_global`, as
+ * Telegraf tags it: untagged, it would be a series no per-database query selects.
  */
 export function pgStatDatabase (server: string, interval: number): Measurement {
   return {
@@ -19,9 +21,8 @@ export function pgStatDatabase (server: string, interval: number): Measurement {
           const field = column === 'datname' ? undefined : toFieldValue(value)
           if (field !== undefined) fields[column] = field
         }
-        const tags: Record<string, string> = { server }
-        if (typeof row.datname === 'string') tags.db = row.datname
-        return { measurement: 'postgresql', tags, fields, timestamp }
+        const db = typeof row.datname === 'string' ? row.datname : 'postgres_global'
+        return { measurement: 'postgresql', tags: { db, server }, fields, timestamp }
       }))
     }
   }

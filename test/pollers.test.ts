@@ -36,6 +36,9 @@ t.test('polled points land in a real InfluxDB-compatible store', async t => {
   for (const field of ['numbackends', 'blks_hit', 'tup_fetched', 'deadlocks', 'blk_read_time']) {
     t.equal((await vm.export(`{__name__="postgresql_${field}",db="${dbName}"}`)).length, 1, `postgresql ${field}`)
   }
+  const shared = await vm.export('{__name__="postgresql_blks_hit",db="postgres_global"}')
+  t.equal(shared.length, 1, 'the shared objects row, tagged as Telegraf tags it')
+  t.equal((await vm.export('{__name__="postgresql_blks_hit",db=""}')).length, 0, 'no row without a db tag')
   const activity = await vm.export(`{__name__="postgresql_activity_count",db="${dbName}"}`)
   t.ok(activity.some(s => s.metric.state === 'active'), 'connections by state')
 })
