@@ -1,6 +1,7 @@
 import { pipeline, type Readable } from 'node:stream'
 import { createGzip } from 'node:zlib'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { CoalescingCache, runFlux, type Row } from '../src/flux/named'
 import { acceptsGzip, noInflux, openQuery, timedOut } from '../src/flux/upstream'
@@ -30,6 +31,14 @@ const NamedResult = Type.Object({
   cachedAt: Type.String({ format: 'date-time' })
 })
 
+const FLUX_TYPE = /^\s*application\/vnd\.flux\s*(;|$)/i
+
+/** As InfluxDB does: a body that is not application/vnd.flux is JSON, whatever its Content-Type. */
+function readAsJsonUnlessFlux (request: FastifyRequest, _reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  if (!FLUX_TYPE.test(request.headers['content-type'] ?? '')) request.headers['content-type'] = 'application/json'
+  done()
+}
+
 /**
  * The Flux proxy (POST /api/v2/query) and named queries (GET /queries/:name), SPEC §6. Not
  * wrapped in fastify-plugin: its content-type parsers stay inside this scope. Failures are
@@ -54,12 +63,12 @@ const query: FastifyPluginAsyncTypebox = async (fastify) => {
     for (const controller of inFlight) controller.abort(new HttpError(503, 'the sidecar is shutting down'))
   })
 
-  // InfluxDB takes JSON or raw Flux; anything else (text/plain included) is a 415 here.
-  fastify.removeContentTypeParser('text/plain')
+  // InfluxDB reads a body as raw Flux when it is application/vnd.flux and as JSON otherwise (any
+  // other type, or none), so clients that send JSON without the header work here too.
   fastify.addContentTypeParser('application/vnd.flux', { parseAs: 'string' }, (_request, body, done) => done(null, body))
 
   fastify.post('/api/v2/query', {
-    onRequest: requireToken(queryToken, 'QUERY_TOKEN'),
+    onRequest: [requireToken(queryToken, 'QUERY_TOKEN'), readAsJsonUnlessFlux],
     schema: {
       body: {
         content: {

@@ -188,13 +188,33 @@ t.test('bad requests get InfluxDB-shaped 4xx answers', async t => {
   const missing = await post(`${url}/api/v2/query`, JSON.stringify({ type: 'flux' }))
   t.equal(missing.status, 400)
   t.match(json(missing), { code: 'invalid', message: /query/ })
-  const unsupported = await post(`${url}/api/v2/query`, FLUX, { 'content-type': 'text/plain' })
-  t.equal(unsupported.status, 415)
-  t.match(json(unsupported), { code: 'unsupported media type' })
+  // As InfluxDB: what is not application/vnd.flux is read as JSON, so raw Flux under another type is not JSON.
+  const notJson = await post(`${url}/api/v2/query`, FLUX, { 'content-type': 'text/plain' })
+  t.equal(notJson.status, 400)
+  t.match(json(notJson), { code: 'invalid', message: /JSON/ })
   t.equal(fake.queries.length, 0)
 })
 
-t.test('an upstream HTTP error is a 502 carrying its message', async t => {
+t.test('a JSON body without Content-Type, or under another type, is a query, as InfluxDB reads it', async t => {
+  const { url, fake } = await start(t)
+  fake.handler = answer(fixture('multi-table.csv'))
+  for (const type of [undefined, 'text/plain', 'application/x-www-form-urlencoded']) {
+    const raw = await new Promise<Raw>((resolve, reject) => {
+      // node:http sends no Content-Type unless told to.
+      const req = httpRequest(`${url}/api/v2/query`, { method: 'POST', headers: type === undefined ? {} : { 'content-type': type } }, res => {
+        const chunks: Buffer[] = []
+        res.on('data', (chunk: Buffer) => chunks.push(chunk)).on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }))
+      })
+      req.on('error', reject).end(queryBody())
+    })
+    t.equal(raw.status, 200, type ?? 'no Content-Type')
+    t.equal(raw.body.toString(), fixture('multi-table.csv').toString())
+  }
+  t.equal(fake.queries.length, 3)
+  t.ok(fake.queries.every(q => q.headers['content-type'] === 'application/json; charset=utf-8' && JSON.parse(q.body).query === FLUX), 'forwarded as JSON')
+})
+
+t.test('an upstream HTTP error is a 502 carrying its message; InfluxDB busy is a 503 with its Retry-After, its timeout a 504', async t => {
   const { url, fake } = await start(t)
   fake.handler = answer(JSON.stringify({ code: 'invalid', message: 'compilation failed: error at @1:1-1:4: undefined identifier bad' }), { status: 400 })
   const err = await new InfluxDB({ url, token: 'x' }).getQueryApi('o').collectRows('bad').catch((err: unknown) => err)
@@ -206,6 +226,18 @@ t.test('an upstream HTTP error is a 502 carrying its message', async t => {
   const raw = await post(`${url}/api/v2/query`, queryBody())
   t.equal(raw.status, 502)
   t.same(json(raw), { code: 'upstream error', message: 'InfluxDB answered 401: bad token [redacted]' })
+
+  for (const status of [429, 503]) {
+    fake.handler = (_req, res) => { res.writeHead(status, { 'content-type': 'application/json', 'retry-after': '7' }).end('{"code":"unavailable","message":"too busy"}') }
+    const busy = await post(`${url}/api/v2/query`, queryBody())
+    t.equal(busy.status, 503, `${status} → 503`)
+    t.equal(busy.headers['retry-after'], '7')
+    t.same(json(busy), { code: 'unavailable', message: `InfluxDB answered ${status}: too busy` })
+  }
+  fake.handler = (_req, res) => { res.writeHead(504, { 'x-influxdb-error': 'gateway timed out' }).end() }
+  const slow = await post(`${url}/api/v2/query`, queryBody())
+  t.equal(slow.status, 504)
+  t.same(json(slow), { code: 'timeout', message: 'InfluxDB answered 504: gateway timed out' })
 })
 
 t.test('an unreachable InfluxDB is a 503', async t => {

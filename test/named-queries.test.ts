@@ -94,17 +94,23 @@ t.test('failures are not cached', async t => {
   t.ok(failed.every(r => r.statusCode === 502))
   t.same(failed[0].json(), { code: 'upstream error', message: 'InfluxDB answered 500: engine exploded' })
 
+  fake.handler = (_req, res) => { res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '4' }).end('{"code":"unavailable","message":"starting up"}') }
+  const busy = await app.inject('/queries/derps-total')
+  t.equal(busy.statusCode, 503)
+  t.equal(busy.headers['retry-after'], '4')
+  t.same(busy.json(), { code: 'unavailable', message: 'InfluxDB answered 503: starting up' })
+
   fake.handler = answer(fixture('error.csv'))
   const inBand = await app.inject('/queries/derps-total')
   t.equal(inBand.statusCode, 502, 'the in-band error table InfluxDB sends with status 200 is a failure')
   t.same(inBand.json(), { code: 'upstream error', message: 'InfluxDB query failed: failed to execute query: runtime error @3:6-3:55: filter: type conflict: int != string' })
-  t.equal(fake.queries.length, 2)
+  t.equal(fake.queries.length, 3)
 
   fake.handler = answer(fixture('derps-total.csv'))
   const ok = await app.inject('/queries/derps-total')
   t.equal(ok.statusCode, 200)
   t.same(ok.json().rows, DERPS_ROWS)
-  t.equal(fake.queries.length, 3)
+  t.equal(fake.queries.length, 4)
 })
 
 t.test('QUERY_TIMEOUT: 504 and the upstream request is aborted', async t => {

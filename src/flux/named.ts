@@ -1,6 +1,6 @@
 import { HttpError as InfluxHttpError, InfluxDB, RequestTimedOutError } from '@influxdata/influxdb-client'
 import { HttpError } from '../http/errors'
-import { redact, timedOut, unreachable, type InfluxTarget } from './upstream'
+import { redact, timedOut, unreachable, upstreamError, type InfluxTarget } from './upstream'
 
 export type Row = Record<string, unknown>
 
@@ -59,7 +59,7 @@ export async function runFlux (influx: InfluxTarget, flux: string, timeout: numb
     if (signal.aborted) throw signal.reason
     if (err instanceof InfluxHttpError) {
       const detail = (err.json as { message?: string } | undefined)?.message ?? err.body ?? err.statusMessage
-      throw new HttpError(502, `InfluxDB answered ${err.statusCode}: ${redact(String(detail), influx.token)}`)
+      throw upstreamError(err.statusCode, redact(String(detail), influx.token), err.headers?.['retry-after'])
     }
     if (err instanceof RequestTimedOutError) throw timedOut(timeout)
     throw unreachable(err)

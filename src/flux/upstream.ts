@@ -15,6 +15,20 @@ export const timedOut = (ms: number): HttpError => new HttpError(504, `InfluxDB 
 export const unreachable = (err: unknown): HttpError =>
   new HttpError(503, `InfluxDB is unreachable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
 
+/**
+ * An InfluxDB non-2xx answer as the caller gets it: 503 (with InfluxDB's Retry-After) when InfluxDB
+ * is overloaded or unavailable (429, 503), 504 when its own gateway timed out, else 502. The
+ * caller is never answered 401/403 for the server's token, nor 400 for a named query's Flux.
+ */
+export function upstreamError (status: number, message: string, retryAfter?: string | string[]): HttpError {
+  const text = `InfluxDB answered ${status}: ${message}`
+  if (status === 429 || status === 503) {
+    const seconds = typeof retryAfter === 'string' && /^\d{1,9}$/.test(retryAfter.trim()) ? retryAfter.trim() : undefined
+    return new HttpError(503, text, seconds === undefined ? {} : { 'retry-after': seconds })
+  }
+  return new HttpError(status === 504 ? 504 : 502, text)
+}
+
 /** Defence in depth: an upstream message quoted to the caller never carries the server's token. */
 export function redact (text: string, token: string | undefined): string {
   return token === undefined ? text : text.replaceAll(token, '[redacted]')
@@ -51,6 +65,9 @@ async function readMessage (response: IncomingMessage, token: string | undefined
     const json = JSON.parse(message) as { message?: unknown }
     if (typeof json.message === 'string') message = json.message
   } catch {}
+  // InfluxDB also names the error in a header, e.g. when a proxy in front of it dropped the body.
+  const header = response.headers['x-influxdb-error']
+  if (message === '' && typeof header === 'string') message = header
   return redact(message === '' ? response.statusMessage ?? '' : message, token)
 }
 
@@ -63,7 +80,8 @@ export interface ProxiedQuery {
 
 /**
  * Sends a query to InfluxDB with the server's token and org and resolves with its successful
- * response, unread, for the caller to stream. Non-2xx answers become 502, network failures 503;
+ * response, unread, for the caller to stream. Non-2xx answers become {@link upstreamError}s,
+ * network failures 503;
  * aborting `signal` destroys the upstream request, and the abort reason (e.g. the 504 of a
  * timeout) is what rejects.
  */
@@ -95,7 +113,7 @@ export async function openQuery (influx: InfluxTarget, query: ProxiedQuery, sign
   if (status >= 300) {
     const message = await readMessage(response, influx.token)
     if (signal.aborted) throw signal.reason
-    throw new HttpError(502, `InfluxDB answered ${status}: ${message}`)
+    throw upstreamError(status, message, response.headers['retry-after'])
   }
   return response
 }
