@@ -195,17 +195,22 @@ t.test('a point InfluxDB refuses (400) is isolated and dropped; its neighbours l
   t.ok(front.received.length < 20, `isolated by halving (${front.received.length} requests)`)
 })
 
-t.test('401 keeps the points and reports not-ready until the token works', async t => {
+t.test('401, 403 and 404 (bad token, no such bucket) keep the points and report the failure until it is fixed', async t => {
   const vm = await startVictoriaMetrics(t)
-  let authorised = false
-  const front = await influxFront(t, vm, () => authorised ? 'forward' : { status: 401, body: '{"code":"unauthorized","message":"unauthorized access"}' })
-  const writer = startWriter(t, front.url, { maxRetryDelay: 200 })
-  t.ok(await writer.accept(lines('auth', 0, 5), 5, 'test'))
-  await waitFor(() => writer.failure, 'the failure to be reported')
-  t.match(writer.failure, /401: unauthorized access/)
-  authorised = true
-  await waitFor(() => writer.stats.written === 5, 'delivery once authorised')
-  t.equal(writer.stats.dropped.rejected, 0)
+  for (const [status, message] of [[401, 'unauthorized access'], [403, 'insufficient permissions'], [404, 'bucket "app" not found']] as const) {
+    let fixed = false
+    const front = await influxFront(t, vm, () => fixed ? 'forward' : { status, body: JSON.stringify({ code: 'x', message }) })
+    const writer = startWriter(t, front.url, { maxRetryDelay: 200 })
+    t.ok(await writer.accept(lines(`refused${status}`, 0, 5), 5, 'test'))
+    await waitFor(() => writer.failure, 'the failure to be reported')
+    t.equal(writer.failure, `InfluxDB answered ${status}: ${message}`)
+    await waitFor(() => front.received.length >= 3, 'retries')
+    t.equal(writer.stats.dropped.rejected, 0, `${status}: nothing dropped`)
+    fixed = true
+    await waitFor(() => writer.stats.written === 5, 'delivery once fixed')
+    t.equal(writer.failure, undefined)
+    t.equal((await vm.export(`{__name__="refused${status}_v"}`)).length, 5, 'in the store')
+  }
 })
 
 t.test('a full buffer refuses new points instead of dropping them silently', async t => {

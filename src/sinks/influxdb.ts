@@ -29,10 +29,11 @@ export function retryAfterMs (header: string | string[] | undefined, now = Date.
 }
 
 function failureKind (status: number): FailureKind {
-  if (status === 401 || status === 403) return 'auth'
+  if (status === 401 || status === 403 || status === 404) return 'misconfigured'
   if (status === 413) return 'too-large'
-  if (status === 429 || status >= 500) return 'retry'
-  return 'reject'
+  if (status === 400 || status === 422) return 'reject'
+  // 429, 5xx, and what InfluxDB's write API does not answer (e.g. 408 from a proxy): try again.
+  return 'retry'
 }
 
 /** InfluxDB's `{"code","message"}` error body, or the text as it came. */

@@ -1,11 +1,12 @@
 /**
  * How the writer must treat a failed delivery:
  * - `retry`: keep the batch and send it again later (network error, 429, 5xx);
- * - `auth`: like retry, but the sidecar is not ready until it succeeds (401/403);
+ * - `misconfigured`: like retry, as the target refuses every write until its configuration is fixed
+ *   (401/403 token, 404 org or bucket not found): nothing is dropped, and the sidecar reports not ready;
  * - `reject`: the target refuses these points for good (400/422); isolate and drop the bad ones;
  * - `too-large`: the batch is over the target's size limit (413); split it.
  */
-export type FailureKind = 'retry' | 'auth' | 'reject' | 'too-large'
+export type FailureKind = 'retry' | 'misconfigured' | 'reject' | 'too-large'
 
 export class SinkError extends Error {
   name = 'SinkError'
