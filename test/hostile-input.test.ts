@@ -2,7 +2,7 @@ import t from 'tap'
 import { randomBytes } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { mkdtemp, writeFile } from 'node:fs/promises'
-import { IncomingMessage } from 'node:http'
+import { Agent, IncomingMessage, request as httpRequest } from 'node:http'
 import { connect, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -112,6 +112,36 @@ t.test('gzip bombs are cut off at the limit, and memory stays bounded', async t 
     peak = Math.max(peak, process.memoryUsage().rss)
   }
   t.ok(peak - before < 200 * 1024 * 1024, `RSS grew by ${Math.round((peak - before) / 1024 / 1024)} MB over ten 512 MiB bombs`)
+})
+
+t.test('over the limit without a Content-Length, or gzipped: a 413 the client reads, and the sidecar goes on', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  await writeFile(join(dir, 'sidecar.json'), JSON.stringify({ bodyLimit: 64 * 1024 }))
+  const app = await buildTestApp(t, { ...ENV, SIDECAR_CONFIG: join(dir, 'sidecar.json') }, { poll: false })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const { port } = app.server.address() as { port: number }
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+  t.teardown(() => agent.destroy())
+  const send = async (headers: Record<string, string>, chunks: Buffer[]): Promise<{ status: number, body: string }> => await new Promise((resolve, reject) => {
+    const req = httpRequest({ port, host: '127.0.0.1', method: 'POST', path: '/api/v2/write?bucket=b', agent, headers }, res => {
+      let body = ''
+      res.setEncoding('utf8').on('data', (c: string) => { body += c }).on('end', () => resolve({ status: res.statusCode ?? 0, body }))
+    })
+    req.on('error', reject)
+    // Written in pieces, as a client streaming a large body does: most of it after the limit is passed.
+    const next = (i: number): void => { if (i === chunks.length) req.end(); else req.write(chunks[i], () => next(i + 1)) }
+    next(0)
+  })
+  const lines = Buffer.from(Array.from({ length: 20_000 }, (_, i) => `big,n=${i} v=${i}\n`).join(''))
+  const pieces = (body: Buffer): Buffer[] => Array.from({ length: Math.ceil(body.length / 16384) }, (_, i) => body.subarray(i * 16384, (i + 1) * 16384))
+
+  const chunked = await send({ 'transfer-encoding': 'chunked' }, pieces(lines))
+  t.equal(chunked.status, 413, 'chunked')
+  t.match(JSON.parse(chunked.body), { code: 'request too large', message: /over the limit of 65536 bytes/ })
+  const gzipped = await send({ 'content-encoding': 'gzip', 'content-length': String(gzipSync(lines).length) }, pieces(gzipSync(lines)))
+  t.equal(gzipped.status, 413, 'gzip')
+  t.match(JSON.parse(gzipped.body), { message: /after decompression/ })
+  t.equal((await send({}, [Buffer.from('small v=1')])).status, 204, 'the next request')
 })
 
 t.test('a client gone half-way through a gzip body: the read fails with 400 instead of waiting forever', async t => {

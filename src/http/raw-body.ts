@@ -18,7 +18,8 @@ export async function readRawBody (request: IncomingMessage, payload: Readable, 
     payload.resume()
     throw new HttpError(413, `body of ${declared} bytes is over the limit of ${limit}`)
   }
-  const source: Readable = encoding === 'gzip' ? payload.pipe(createGunzip()) : payload
+  const gunzip = encoding === 'gzip' ? createGunzip() : undefined
+  const source: Readable = gunzip === undefined ? payload : payload.pipe(gunzip)
   // Read with events, as Fastify reads every other body; `for await` over the gunzip stream alone
   // never ended when the client went away mid-body (see onError below).
   return await new Promise((resolve, reject) => {
@@ -32,11 +33,26 @@ export async function readRawBody (request: IncomingMessage, payload: Readable, 
       source.destroy()
       reject(err)
     }
+    /**
+     * Over the limit: stop keeping the body, but read the rest of it off the connection and
+     * discard it (as Node does for a body nobody read) so that the 413 reaches the client; a
+     * destroyed socket would answer nothing, and the client would send the same body again.
+     */
+    const refuse = (err: HttpError): void => {
+      settled = true
+      chunks.length = 0
+      if (gunzip !== undefined) {
+        payload.unpipe(gunzip)
+        gunzip.destroy()
+      }
+      payload.resume()
+      reject(err)
+    }
     source.on('data', (chunk: Buffer) => {
       if (settled) return
       size += chunk.length
       if (size <= limit) chunks.push(chunk)
-      else fail(new HttpError(413, `body is over the limit of ${limit} bytes${encoding === 'gzip' ? ' after decompression' : ''}`))
+      else refuse(new HttpError(413, `body is over the limit of ${limit} bytes${encoding === 'gzip' ? ' after decompression' : ''}`))
     })
     source.on('end', () => {
       if (settled) return
