@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Config } from '../src/config'
+import { ConfigError, type Config } from '../src/config'
 import { FileSink } from '../src/sinks/file'
 import { InfluxSink } from '../src/sinks/influxdb'
 import type { Sink } from '../src/sinks/sink'
@@ -38,6 +38,15 @@ export function writerOptions (config: Config, log: FastifyBaseLogger): WriterOp
   }
 }
 
+/** The spool in SPOOL_DIR; a directory that cannot be used (a file, no permission) is bad configuration. */
+async function openSpool (dir: string, maxBytes: number, log: FastifyBaseLogger): Promise<Spool> {
+  try {
+    return await Spool.open(dir, { maxBytes, segmentBytes: segmentBytes(maxBytes), log })
+  } catch (err) {
+    throw new ConfigError(`SPOOL_DIR ${dir} cannot be used: ${(err as Error).message}`)
+  }
+}
+
 /**
  * The one writer, the buffer it drains (memory, or the spool when SPOOL_DIR is set) and the sink it
  * delivers to: InfluxDB when INFLUX_URL is set, else a file.
@@ -47,7 +56,7 @@ export default fp(async (fastify) => {
   const sink: Sink = config.influx === undefined ? new FileSink(config.sinkFile) : new InfluxSink(config.influx)
   const buffer: PointBuffer = config.spoolDir === undefined
     ? new MemoryBuffer(config.bufferPoints, config.batchSize)
-    : await Spool.open(config.spoolDir, { maxBytes: config.spoolMaxBytes, segmentBytes: segmentBytes(config.spoolMaxBytes), log: fastify.log.child({ component: 'spool' }) })
+    : await openSpool(config.spoolDir, config.spoolMaxBytes, fastify.log.child({ component: 'spool' }))
   const writer = new Writer(sink, buffer, writerOptions(config, fastify.log.child({ component: 'writer' })))
   fastify.decorate('sink', sink)
   fastify.decorate('writer', writer)

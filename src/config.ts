@@ -3,13 +3,15 @@ import { isIP } from 'node:net'
 import envSchema from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
-import { DURATION_PATTERN, parseDuration } from './duration'
+import { DURATION_PATTERN, MAX_DURATION_MS, parseDuration } from './duration'
 
 /** Thrown for any bad setting; its message is the one line start-up prints. */
 export class ConfigError extends Error {
   name = 'ConfigError'
 }
 
+const DURATION_MESSAGE = 'must be a duration like 500ms, 10s or 1m, more than 0'
+const URL_PATTERN = '^https?://[^\\s]+$'
 const Duration = (defaultValue: string) => Type.String({ pattern: DURATION_PATTERN, default: defaultValue })
 const Optional = Type.Optional
 const NonEmpty = Type.String({ minLength: 1 })
@@ -18,7 +20,7 @@ const EnvSchema = Type.Object({
   HOST: Type.String({ default: '127.0.0.1' }),
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 8186 }),
   DATABASE_URL: Optional(NonEmpty),
-  INFLUX_URL: Optional(Type.String({ pattern: '^https?://[^\\s]+$' })),
+  INFLUX_URL: Optional(Type.String({ pattern: URL_PATTERN })),
   INFLUX_TOKEN: Optional(NonEmpty),
   INFLUX_ORG: Optional(NonEmpty),
   INFLUX_BUCKET: Optional(NonEmpty),
@@ -131,12 +133,20 @@ export interface Config {
 
 interface AjvError { instancePath: string, message?: string, params?: Record<string, unknown> }
 
+/** Milliseconds of a duration that matched DURATION_PATTERN, or a ConfigError naming `where`. */
+function duration (where: string, text: string): number {
+  const ms = parseDuration(text)
+  if (ms > MAX_DURATION_MS) throw new ConfigError(`${where} must be at most ${Math.floor(MAX_DURATION_MS / 3_600_000)}h (got "${text}")`)
+  return ms
+}
+
 function envError (error: Error & { errors?: AjvError[] }, env: NodeJS.ProcessEnv): ConfigError {
   const first = error.errors?.[0]
   if (first === undefined) return new ConfigError(error.message)
   const name = first.instancePath.replace(/^\//, '')
   const got = env[name] === undefined ? '' : ` (got ${JSON.stringify(env[name])})`
-  let message = first.params?.pattern === DURATION_PATTERN ? 'must be a duration like 500ms, 10s or 1m' : first.message
+  let message = first.params?.pattern === DURATION_PATTERN ? DURATION_MESSAGE : first.message
+  if (first.params?.pattern === URL_PATTERN) message = 'must be an http:// or https:// URL'
   if (Array.isArray(first.params?.allowedValues)) message = `must be one of ${first.params.allowedValues.join(', ')}`
   return new ConfigError(`${name} ${message ?? 'is invalid'}${got}`)
 }
@@ -150,16 +160,17 @@ function readFileConfig (path: string): FileConfig {
   }
   const first = Value.Errors(FileSchema, parsed).First()
   if (first !== undefined) {
-    throw new ConfigError(`SIDECAR_CONFIG ${path}: ${first.path === '' ? '/' : first.path} ${first.message}`)
+    const message = (first.schema as { pattern?: string }).pattern === DURATION_PATTERN ? `${DURATION_MESSAGE} (got ${JSON.stringify(first.value)})` : first.message
+    throw new ConfigError(`SIDECAR_CONFIG ${path}: ${first.path === '' ? '/' : first.path} ${message}`)
   }
   return parsed as FileConfig
 }
 
-function namedQueries (fromFile: NonNullable<FileConfig['queries']>, bucket = ''): Record<string, NamedQuery> {
+function namedQueries (fromFile: NonNullable<FileConfig['queries']>, bucket = '', inFile: (key: string) => string): Record<string, NamedQuery> {
   const all: Record<string, { flux: string, ttl?: string }> = { 'derps-total': { flux: DERPS_TOTAL_FLUX }, ...fromFile }
   return Object.fromEntries(Object.entries(all).map(([name, q]) => [name, {
     flux: q.flux.replaceAll('{{bucket}}', bucket.replaceAll('\\', '\\\\').replaceAll('"', '\\"')),
-    ttl: parseDuration(q.ttl ?? DEFAULT_QUERY_TTL)
+    ttl: duration(inFile(`queries/${name}/ttl`), q.ttl ?? DEFAULT_QUERY_TTL)
   }]))
 }
 
@@ -182,7 +193,12 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
       if (e[name] === undefined) throw new ConfigError(`${name} must be set when INFLUX_URL is set`)
     }
   }
+  if (e.INFLUX_URL !== undefined && !URL.canParse(e.INFLUX_URL)) throw new ConfigError(`INFLUX_URL is not a valid URL (got ${JSON.stringify(e.INFLUX_URL)})`)
   const file: FileConfig = e.SIDECAR_CONFIG === undefined ? {} : readFileConfig(e.SIDECAR_CONFIG)
+  const inFile = (key: string): string => `SIDECAR_CONFIG ${e.SIDECAR_CONFIG ?? ''}: /${key}`
+  for (const [list, items] of [['modelCounts', file.modelCounts], ['sqlMeasurements', file.sqlMeasurements]] as const) {
+    items?.forEach((item, i) => { if (item.interval !== undefined) duration(inFile(`${list}/${i}/interval`), item.interval) })
+  }
   return {
     host: e.HOST,
     port: e.PORT,
@@ -195,20 +211,20 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     queryToken: e.QUERY_TOKEN,
     spoolDir: e.SPOOL_DIR,
     logLevel: e.LOG_LEVEL,
-    pollInterval: parseDuration(e.POLL_INTERVAL),
-    pollTimeout: parseDuration(file.pollTimeout ?? '5s'),
-    queryTimeout: parseDuration(e.QUERY_TIMEOUT),
-    flushInterval: parseDuration(file.flushInterval ?? '1s'),
-    maxRetryDelay: parseDuration(file.maxRetryDelay ?? '30s'),
+    pollInterval: duration('POLL_INTERVAL', e.POLL_INTERVAL),
+    pollTimeout: duration(inFile('pollTimeout'), file.pollTimeout ?? '5s'),
+    queryTimeout: duration('QUERY_TIMEOUT', e.QUERY_TIMEOUT),
+    flushInterval: duration(inFile('flushInterval'), file.flushInterval ?? '1s'),
+    maxRetryDelay: duration(inFile('maxRetryDelay'), file.maxRetryDelay ?? '30s'),
     bufferPoints: e.BUFFER_POINTS,
     batchSize: file.batchSize ?? 5000,
     batchesInFlight: file.batchesInFlight ?? 2,
     bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,
-    requestTimeout: parseDuration(file.requestTimeout ?? '30s'),
+    requestTimeout: duration(inFile('requestTimeout'), file.requestTimeout ?? '30s'),
     spoolMaxBytes: file.spoolMaxBytes ?? 1024 * 1024 * 1024,
     modelCounts: file.modelCounts ?? DEFAULT_MODEL_COUNTS,
     sqlMeasurements: file.sqlMeasurements ?? [],
     disabledPollers: file.disable ?? [],
-    namedQueries: namedQueries(file.queries ?? {}, e.INFLUX_BUCKET)
+    namedQueries: namedQueries(file.queries ?? {}, e.INFLUX_BUCKET, inFile)
   }
 }

@@ -1,7 +1,10 @@
 const UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
 
-/** A duration such as `500ms`, `10s`, `1m` or `2h`; used for validation patterns and messages. */
-export const DURATION_PATTERN = '^[0-9]+(ms|s|m|h)$'
+/** A duration such as `500ms`, `10s`, `1m` or `2h`, more than 0; used for validation patterns and messages. */
+export const DURATION_PATTERN = '^0*[1-9][0-9]*(ms|s|m|h)$'
+
+/** The longest delay a Node.js timer takes (2^31 - 1 ms, about 596 h): a longer one fires at once. */
+export const MAX_DURATION_MS = 2 ** 31 - 1
 
 /** Milliseconds in a duration string that already matched {@link DURATION_PATTERN}. */
 export function parseDuration (text: string): number {

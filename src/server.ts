@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util'
 import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app'
 import { ConfigError, loadConfig, type Config } from './config'
 import { pollOnce } from './once'
@@ -51,13 +52,23 @@ async function main (): Promise<void> {
     process.exitCode = await pollOnce(config, process.stdout, process.stderr)
     return
   }
-  const app = await buildApp(config)
-  closeWithGrace({ delay: GRACE_MS }, async ({ signal, err }) => {
-    if (err !== undefined) app.log.error({ err }, 'shutting down after an error')
-    else app.log.info({ signal }, 'shutting down')
-    await app.close()
-  })
-  await app.listen({ host: config.host, port: config.port })
+  let app: FastifyInstance | undefined
+  try {
+    app = await buildApp(config)
+    const started = app
+    closeWithGrace({ delay: GRACE_MS }, async ({ signal, err }) => {
+      if (err !== undefined) started.log.error({ err }, 'shutting down after an error')
+      else started.log.info({ signal }, 'shutting down')
+      await started.close()
+    })
+    await app.listen({ host: config.host, port: config.port })
+  } catch (err) {
+    // One line, as for bad configuration: e.g. an unusable SPOOL_DIR, or the port already taken.
+    const bad = err instanceof ConfigError
+    process.stderr.write(`metrics-sidecar: ${bad ? 'invalid configuration' : 'cannot start'}: ${(err as Error).message}\n`)
+    await app?.close().catch(() => undefined)
+    process.exit(bad ? 2 : 1)
+  }
 }
 
 void main()

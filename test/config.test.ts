@@ -39,10 +39,16 @@ t.test('durations accept ms, s, m and h', async t => {
 t.test('a bad variable is one line naming it and the value', async t => {
   t.equal(failure({ PORT: 'notaport' }), 'PORT must be integer (got "notaport")')
   t.equal(failure({ PORT: '70000' }), 'PORT must be <= 65535 (got "70000")')
-  t.equal(failure({ POLL_INTERVAL: '10' }), 'POLL_INTERVAL must be a duration like 500ms, 10s or 1m (got "10")')
+  t.equal(failure({ POLL_INTERVAL: '10' }), 'POLL_INTERVAL must be a duration like 500ms, 10s or 1m, more than 0 (got "10")')
+  // 0 would poll without pause; past 2^31 - 1 ms a Node.js timer fires at once, which is the same.
+  t.equal(failure({ POLL_INTERVAL: '0s' }), 'POLL_INTERVAL must be a duration like 500ms, 10s or 1m, more than 0 (got "0s")')
+  t.equal(failure({ POLL_INTERVAL: '600h' }), 'POLL_INTERVAL must be at most 596h (got "600h")')
+  t.equal(failure({ QUERY_TIMEOUT: '0ms' }), 'QUERY_TIMEOUT must be a duration like 500ms, 10s or 1m, more than 0 (got "0ms")')
+  t.equal(loadConfig({ POLL_INTERVAL: '596h' }).pollInterval, 596 * 3_600_000)
   t.equal(failure({ BUFFER_POINTS: '0' }), 'BUFFER_POINTS must be >= 1 (got "0")')
   t.match(failure({ LOG_LEVEL: 'loud' }), /^LOG_LEVEL must be one of fatal, error, warn, info, debug/)
-  t.match(failure({ INFLUX_URL: 'influx:8086' }), /^INFLUX_URL must match pattern/)
+  t.equal(failure({ INFLUX_URL: 'influx:8086' }), 'INFLUX_URL must be an http:// or https:// URL (got "influx:8086")')
+  t.equal(failure({ INFLUX_URL: 'http://[bad', INFLUX_ORG: 'o', INFLUX_BUCKET: 'b' }), 'INFLUX_URL is not a valid URL (got "http://[bad")')
   t.equal(failure({ INFLUX_URL: 'http://influx:8086', INFLUX_ORG: 'o' }), 'INFLUX_BUCKET must be set when INFLUX_URL is set')
   for (const message of [failure({ PORT: 'x' }), failure({ HOST: '0.0.0.0' })]) t.notMatch(message, /\n/)
 })
@@ -75,6 +81,17 @@ t.test('SIDECAR_CONFIG adds model counts, SQL measurements and named queries', a
   t.equal(loadConfig({}).batchesInFlight, 2, 'two batches in flight by default')
   await writeFile(path, JSON.stringify({ batchesInFlight: 0 }))
   t.match(failure({ SIDECAR_CONFIG: path }), new RegExp(`^SIDECAR_CONFIG ${path}: /batchesInFlight Expected integer to be greater or equal to 1`))
+  for (const [key, value, message] of [
+    ['pollTimeout', '0s', 'must be a duration like 500ms, 10s or 1m, more than 0 (got "0s")'],
+    ['requestTimeout', '1000h', 'must be at most 596h (got "1000h")']
+  ]) {
+    await writeFile(path, JSON.stringify({ [key]: value }))
+    t.equal(failure({ SIDECAR_CONFIG: path }), `SIDECAR_CONFIG ${path}: /${key} ${message}`, 'statement_timeout 0 would switch the timeout off')
+  }
+  await writeFile(path, JSON.stringify({ modelCounts: [{ measurement: 'm', table: 't', groupBy: 'g', interval: '700h' }], queries: { q: { flux: 'x', ttl: '0s' } } }))
+  t.equal(failure({ SIDECAR_CONFIG: path }), `SIDECAR_CONFIG ${path}: /queries/q/ttl must be a duration like 500ms, 10s or 1m, more than 0 (got "0s")`)
+  await writeFile(path, JSON.stringify({ modelCounts: [{ measurement: 'm', table: 't', groupBy: 'g', interval: '700h' }] }))
+  t.equal(failure({ SIDECAR_CONFIG: path }), `SIDECAR_CONFIG ${path}: /modelCounts/0/interval must be at most 596h (got "700h")`)
   await writeFile(path, '{ not json')
   t.match(failure({ SIDECAR_CONFIG: path }), /^SIDECAR_CONFIG .*JSON/)
   t.match(failure({ SIDECAR_CONFIG: join(dir, 'missing.json') }), /ENOENT/)

@@ -1,5 +1,8 @@
 import t from 'tap'
 import { execFile } from 'node:child_process'
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { createServer, type AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { addDerps, buildTestApp, createDatabase, startVictoriaMetrics, waitFor } from './helper'
@@ -90,4 +93,30 @@ t.test('the command line: --help, and a mistyped option refused rather than star
     t.match(wrong.stderr, /^metrics-sidecar: .*(once|onec)/)
     t.match(wrong.stderr, /Usage: metrics-sidecar/)
   }
+})
+
+t.test('start-up failures are one line, not a stack: an unusable SPOOL_DIR exits 2, a port in use 1', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  const file = join(dir, 'not-a-directory')
+  await writeFile(file, '')
+  const run = async (env: Record<string, string>): Promise<{ code: number, stderr: string }> => {
+    try {
+      await promisify(execFile)(process.execPath, [SERVER], { env: { PATH: process.env.PATH, DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/nowhere', SINK_FILE: '/dev/null', ...env }, timeout: 10_000 })
+      return { code: 0, stderr: '' }
+    } catch (err) {
+      const e = err as { code: number, stderr: string }
+      return { code: e.code, stderr: e.stderr }
+    }
+  }
+  const spool = await run({ SPOOL_DIR: file, PORT: '0' })
+  t.equal(spool.code, 2)
+  t.match(spool.stderr, new RegExp(`^metrics-sidecar: invalid configuration: SPOOL_DIR ${file} cannot be used: EEXIST[^\\n]*\\n$`))
+
+  const taken = createServer()
+  await new Promise<void>(resolve => taken.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { taken.close() })
+  const port = String((taken.address() as AddressInfo).port)
+  const inUse = await run({ PORT: port, LOG_LEVEL: 'error' })
+  t.equal(inUse.code, 1)
+  t.equal(inUse.stderr, `metrics-sidecar: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`)
 })
