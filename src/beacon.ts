@@ -68,11 +68,12 @@ function fieldValues (fields: Beacon['fields'], where: Where): Record<string, Fi
 }
 
 /**
- * Names line protocol cannot carry: keys InfluxDB reserves, and a trailing backslash (it would escape
- * the separator). Paths for messages are only built on failure: this runs for every beacon.
+ * Names line protocol cannot carry: empty keys, keys InfluxDB reserves, and a trailing backslash (it
+ * would escape the separator). Paths for messages are only built on failure: this runs for every beacon.
  */
 function checkNames (names: Record<string, unknown> | undefined, where: Where, part: 'tags' | 'fields'): void {
   for (const key in names) {
+    if (key === '') throw new HttpError(400, `${where()}/${part}: an empty key cannot be written in line protocol`)
     if (key.length > 65_535) throw new HttpError(400, `${where()}/${part}: a key of ${key.length} characters is over InfluxDB's 65535`)
     if (RESERVED.has(key)) throw new HttpError(400, `${where()}/${part}/${key}: "${key}" is a key InfluxDB reserves`)
     if (key.endsWith('\\') || (part === 'tags' && String(names[key]).endsWith('\\'))) {

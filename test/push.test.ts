@@ -183,6 +183,8 @@ t.test('bad beacons get 400 naming the fault, and nothing of the request is writ
   t.match(await post({ measurement: 'm', fields: { v: { int: 1.5 } } }), { status: 400, message: /fields\/v/ })
   t.match(await post({ measurement: 'm', fields: { v: { int: '99999999999999999999' } } }), { status: 400, message: /fields\/v/ })
   t.match(await post({ measurement: 'm', fields: { time: 1 } }), { status: 400, message: /reserves/ })
+  t.match(await post({ measurement: 'm', fields: { '': 1, v: 2 } }), { status: 400, message: /^body\/fields: an empty key/ }, 'refused, not written without it')
+  t.match(await post([{ measurement: 'm', fields: { v: 1 } }, { measurement: 'm', tags: { '': 'x' }, fields: { v: 1 } }]), { status: 400, message: /^body\/1\/tags: an empty key/ })
   t.match(await post({ measurement: 'm\\', fields: { v: 1 } }), { status: 400, message: /^body\/measurement/ })
   t.match(await post({ measurement: 'm', tags: { host: 'a\\' }, fields: { v: 1 } }), { status: 400, message: /^body\/tags\/host/ })
   t.match(await post({ measurement: '#m', fields: { v: 1 } }), { status: 400, message: /^body\/measurement/ })
