@@ -4,6 +4,12 @@ import pg from 'pg'
 /** The advisory lock every sidecar of one database competes for ('metrics-sidecar' → int8). */
 export const LEADER_LOCK_KEY = 7_225_461_729_115_049_318n
 
+/** How long a lock check may take before the connection, and the lock with it, is given up. */
+const LOCK_CHECK_TIMEOUT_MS = 5000
+
+/** Server-side TCP keepalives of the lock connection: idle 4 s, then 5 probes 1 s apart. */
+const SERVER_KEEPALIVES = 'SET tcp_keepalives_idle = 4; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 5'
+
 export interface LeaderOptions {
   /** How often a follower tries to take the lock, and the leader checks it still holds it (ms). */
   checkInterval: number
@@ -66,13 +72,22 @@ export class LeaderElection {
 
   private async connect (): Promise<pg.Client> {
     if (this.client !== undefined) return this.client
-    const client = new pg.Client({ ...this.connection, application_name: 'metrics-sidecar leader' })
+    const client = new pg.Client({
+      ...this.connection,
+      application_name: 'metrics-sidecar leader',
+      // A check that hangs (the network gone) fails instead: the connection is dropped, and with it the lock.
+      query_timeout: LOCK_CHECK_TIMEOUT_MS,
+      keepAlive: true
+    })
     client.on('error', () => {
       this.client = undefined
       void this.follow()
     })
     await client.connect()
     this.client = client
+    // A leader whose node vanished sends no FIN: PostgreSQL would hold its connection, and the lock,
+    // until the OS's keepalive gives up (2 h by default). These settings make it give up in ~9 s.
+    await client.query(SERVER_KEEPALIVES)
     return client
   }
 

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { addDerps, buildTestApp, createDatabase, freePort, waitFor } from './helper'
+import { addDerps, buildTestApp, createDatabase, freePort, sql, waitFor } from './helper'
 import { TcpProxy } from './tcp-proxy'
 
 const SERVER = join(__dirname, '..', 'dist', 'src', 'server.js')
@@ -32,6 +32,42 @@ t.test('one replica per database runs the pollers; another takes over when it is
   t.ok(takeover < 400 + 300, `took over in ${takeover} ms (interval 400 ms)`)
   await waitFor(() => (second.scheduler.stats.get('derps')?.polls ?? 0) > 0, 'polls on the new leader')
   t.match((await second.inject({ method: 'GET', url: '/metrics' })).body, /^sidecar_leader 1$/m)
+})
+
+/** iptables, to make a connection vanish without a FIN or RST: null where it cannot be used (not root, no netfilter). */
+function iptables (): ((...args: string[]) => void) | null {
+  try {
+    execFileSync('iptables', ['-L', 'INPUT', '-n'], { stdio: 'ignore' })
+    return (...args) => { execFileSync('iptables', args, { stdio: 'ignore' }) }
+  } catch {
+    return null
+  }
+}
+
+t.test('a leader whose node vanishes (no FIN, no RST) loses the lock: another takes over in seconds, not hours', { skip: iptables() === null ? 'needs iptables (root)' : false }, async t => {
+  const rule = iptables() as (...args: string[]) => void
+  const db = await createDatabase(t)
+  const env = { DATABASE_URL: db, POLL_INTERVAL: '2s', SINK_FILE: '/dev/null' }
+  const port = await freePort()
+  const first = spawn(process.execPath, [SERVER], { env: { PATH: process.env.PATH, ...env, PORT: String(port) }, stdio: 'ignore' })
+  t.teardown(() => { first.kill('SIGCONT'); first.kill('SIGKILL') })
+  const lockedBy = async (): Promise<number | undefined> => (await sql(db, `SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+    WHERE l.locktype = 'advisory' AND l.granted AND a.datname = current_database()`)).rows[0]?.client_port as number | undefined
+  const clientPort = await waitFor(lockedBy, 'the first replica to hold the lock')
+  const second = await buildTestApp(t, env)
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  t.equal(second.leader.leading, false, 'the second replica follows')
+
+  // The node is gone: its process stops, and every packet of its lock connection is lost.
+  const drop = [['INPUT', '-i', 'lo', '-p', 'tcp', '--sport', String(clientPort), '-j', 'DROP'], ['INPUT', '-i', 'lo', '-p', 'tcp', '--dport', String(clientPort), '-j', 'DROP']]
+  for (const r of drop) rule('-I', ...r)
+  t.teardown(() => { for (const r of drop) rule('-D', ...r) })
+  first.kill('SIGSTOP')
+  const vanished = Date.now()
+  // PostgreSQL's keepalives on the lock connection give up after ~9 s; the follower checks every second.
+  await waitFor(() => second.leader.leading, 'the second replica to take over', 30_000)
+  const takeover = Date.now() - vanished
+  t.ok(takeover < 15_000, `took over ${takeover} ms after the leader vanished`)
 })
 
 t.test('PostgreSQL outage: not ready, still alive, no log flood; recovers by itself', async t => {
