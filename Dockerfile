@@ -36,7 +36,8 @@ RUN npm run build \
 # ---- runtime ---------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 # HOST stays loopback: in a pod the app reaches the sidecar on 127.0.0.1 (shared network
-# namespace). Any other HOST needs WRITE_TOKEN (the service refuses to start without it), e.g.
+# namespace). Any other HOST needs WRITE_TOKEN, and QUERY_TOKEN with INFLUX_URL (the service
+# refuses to start without them), e.g.
 # `-e HOST=0.0.0.0 -e WRITE_TOKEN=… -e QUERY_TOKEN=…` to publish the port with `docker run -p`;
 # 0.0.0.0 still answers the HEALTHCHECK on 127.0.0.1. See README "Kubernetes" for why the
 # probes there are exec probes rather than HTTP probes on the pod IP.

@@ -188,6 +188,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   if (!isLoopback(e.HOST) && e.WRITE_TOKEN === undefined) {
     throw new ConfigError(`HOST=${e.HOST} is not a loopback address: set WRITE_TOKEN so the push endpoints are not open to the network`)
   }
+  if (!isLoopback(e.HOST) && e.INFLUX_URL !== undefined && e.QUERY_TOKEN === undefined) {
+    throw new ConfigError(`HOST=${e.HOST} is not a loopback address: set QUERY_TOKEN so the Flux proxy does not run anyone's query with INFLUX_TOKEN`)
+  }
   if (e.INFLUX_URL !== undefined) {
     for (const name of ['INFLUX_ORG', 'INFLUX_BUCKET'] as const) {
       if (e[name] === undefined) throw new ConfigError(`${name} must be set when INFLUX_URL is set`)

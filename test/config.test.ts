@@ -53,9 +53,14 @@ t.test('a bad variable is one line naming it and the value', async t => {
   for (const message of [failure({ PORT: 'x' }), failure({ HOST: '0.0.0.0' })]) t.notMatch(message, /\n/)
 })
 
-t.test('a non-loopback HOST needs WRITE_TOKEN', async t => {
+t.test('a non-loopback HOST needs WRITE_TOKEN, and QUERY_TOKEN when there is an InfluxDB to query', async t => {
   t.match(failure({ HOST: '0.0.0.0' }), /^HOST=0.0.0.0 is not a loopback address: set WRITE_TOKEN/)
   t.equal(loadConfig({ HOST: '0.0.0.0', WRITE_TOKEN: 'secret' }).host, '0.0.0.0')
+  // With InfluxDB behind it, the raw Flux proxy would run anyone's Flux with INFLUX_TOKEN.
+  const influx = { INFLUX_URL: 'http://influx:8086', INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', INFLUX_TOKEN: 'all-access' }
+  t.equal(failure({ HOST: '0.0.0.0', WRITE_TOKEN: 'secret', ...influx }), 'HOST=0.0.0.0 is not a loopback address: set QUERY_TOKEN so the Flux proxy does not run anyone\'s query with INFLUX_TOKEN')
+  t.equal(loadConfig({ HOST: '0.0.0.0', WRITE_TOKEN: 'secret', QUERY_TOKEN: 'dashboards', ...influx }).queryToken, 'dashboards')
+  t.equal(loadConfig({ HOST: '127.0.0.1', ...influx }).queryToken, undefined, 'on loopback the proxy may stay open')
   t.equal(loadConfig({ HOST: 'localhost' }).host, 'localhost')
   t.equal(loadConfig({ HOST: '::1' }).host, '::1')
 })
