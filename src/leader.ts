@@ -55,7 +55,8 @@ export class LeaderElection {
         await client.query('SELECT 1') // the lock lives as long as this connection does
       } else {
         const { rows } = await client.query<{ held: boolean }>('SELECT pg_try_advisory_lock($1::int8) AS held', [String(LEADER_LOCK_KEY)])
-        if (rows[0].held) this.lead()
+        // stop() may have run meanwhile: its client.end() lets go of the lock, and no poller starts.
+        if (rows[0].held && !this.stopped) this.lead()
       }
       this.lastError = undefined
     } catch (err) {

@@ -27,6 +27,7 @@ export class Scheduler {
   private readonly timers = new Set<NodeJS.Timeout>()
   private readonly running = new Set<Promise<void>>()
   private stopped = true
+  private generation = 0
 
   constructor (
     private readonly pool: Pool,
@@ -38,12 +39,19 @@ export class Scheduler {
   }
 
   start (): void {
+    if (!this.stopped) return
     this.stopped = false
-    for (const m of this.measurements) this.schedule(m, 0)
+    const generation = ++this.generation
+    // A poll of the previous run may still be under way (a leader that lost the lock and took it
+    // again before stop() was done): start after it, never beside it.
+    void Promise.all(this.running).then(() => {
+      for (const m of this.measurements) this.schedule(m, 0, generation)
+    })
   }
 
   async stop (): Promise<void> {
     this.stopped = true
+    this.generation++
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     await Promise.all(this.running)
@@ -70,13 +78,14 @@ export class Scheduler {
     }
   }
 
-  private schedule (measurement: Measurement, delay: number): void {
-    if (this.stopped) return
+  /** `generation`: the start() this loop belongs to; a loop of an earlier run ends at its next turn. */
+  private schedule (measurement: Measurement, delay: number, generation: number): void {
+    if (this.stopped || generation !== this.generation) return
     const timer = setTimeout(() => {
       this.timers.delete(timer)
       const run = this.pollAndRecord(measurement).finally(() => {
         this.running.delete(run)
-        this.schedule(measurement, measurement.interval)
+        this.schedule(measurement, measurement.interval, generation)
       })
       this.running.add(run)
     }, delay)
