@@ -23,7 +23,7 @@ declare module 'fastify' {
  */
 const segmentBytes = (maxBytes: number): number => Math.min(64 * 1024 * 1024, Math.floor(maxBytes / 8))
 
-/** How long close() keeps trying to deliver what is buffered. */
+/** How long after the shutdown begins close() keeps trying to deliver what is buffered. */
 const FLUSH_ON_CLOSE_MS = 8000
 
 /** The writer's settings from the sidecar's configuration (bench/reference.ts builds one the same way). */
@@ -61,8 +61,12 @@ export default fp(async (fastify) => {
   fastify.decorate('sink', sink)
   fastify.decorate('writer', writer)
   fastify.log.info(`points go to ${sink.description}${config.spoolDir === undefined ? '' : `, through the spool in ${config.spoolDir}`}`)
+  // The deadline counts from the start of the shutdown: onClose hooks run in reverse order, so the
+  // scheduler's (which waits for a poll under way) runs before this one, inside the same grace.
+  let deadline = 0
+  fastify.addHook('preClose', async () => { deadline = Date.now() + FLUSH_ON_CLOSE_MS })
   fastify.addHook('onClose', async () => {
-    await writer.close(Date.now() + FLUSH_ON_CLOSE_MS)
+    await writer.close(deadline || Date.now() + FLUSH_ON_CLOSE_MS)
     await sink.close()
   })
 }, { name: 'writer', dependencies: ['config'] })

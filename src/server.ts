@@ -6,7 +6,7 @@ import { buildApp } from './app'
 import { ConfigError, loadConfig, type Config } from './config'
 import { pollOnce } from './once'
 
-/** Longer than the writer's flush on close (plugins/writer.ts), so a clean shutdown is never cut short. */
+/** Longer than the writer's flush on close, counted from the same moment (plugins/writer.ts), so a clean shutdown is never cut short. */
 const GRACE_MS = 10_000
 
 const USAGE = `Usage: metrics-sidecar [--once]

@@ -1,10 +1,10 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { addDerps, createDatabase, freePort, latestBy, startVictoriaMetrics, waitFor } from './helper'
+import { addDerps, createDatabase, freePort, latestBy, refusedPort, sql, startVictoriaMetrics, waitFor } from './helper'
 
 const SERVER = join(__dirname, '..', 'dist', 'src', 'server.js')
 
@@ -27,8 +27,11 @@ t.test('polls into InfluxDB, serves probes, and exits 0 on SIGTERM after flushin
   const db = await createDatabase(t)
   const vm = await startVictoriaMetrics(t)
   await addDerps(db, { corgi: 4, tabby: 2 })
+  // Nothing leaves before the shutdown but full batches: what arrives was flushed on the way out.
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  await writeFile(join(dir, 'sidecar.json'), JSON.stringify({ flushInterval: '1h' }))
   const port = await freePort()
-  const server = startServer({ DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'org', INFLUX_BUCKET: 'app', POLL_INTERVAL: '1s', PORT: String(port) })
+  const server = startServer({ DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'org', INFLUX_BUCKET: 'app', POLL_INTERVAL: '1s', PORT: String(port), SIDECAR_CONFIG: join(dir, 'sidecar.json') })
   t.teardown(() => server.kill('SIGKILL'))
   const base = `http://127.0.0.1:${port}`
   await waitFor(async () => (await fetch(`${base}/ready`)).status === 200, 'readiness')
@@ -36,13 +39,39 @@ t.test('polls into InfluxDB, serves probes, and exits 0 on SIGTERM after flushin
   t.equal((await fetch(`${base}/ping`)).status, 204)
   t.match(server.stdout(), /points go to InfluxDB http:\/\/127\.0\.0\.1:\d+ org=org bucket=app/)
 
-  await waitFor(async () => latestBy(await vm.export('{__name__="derps_count"}'), 'species').tabby === 2, 'derps in the store')
-  const before = (await vm.export('{__name__="derps_count",species="corgi"}'))[0].values.length
+  await waitFor(async () => /^sidecar_polls_total\{measurement="derps"\} [1-9]/m.test(await (await fetch(`${base}/metrics`)).text()), 'a derps poll')
+  t.equal((await fetch(`${base}/beacons`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"measurement":"last_words","fields":{"v":1}}' })).status, 204)
+  t.same(await vm.export('{__name__=~"derps_count|last_words_v"}'), [], 'nothing delivered yet')
   server.kill('SIGTERM')
   const started = Date.now()
   t.equal(await server.exited, 0, 'clean exit')
   t.ok(Date.now() - started < 10_000, 'within the grace period')
-  t.ok((await vm.export('{__name__="derps_count",species="corgi"}'))[0].values.length >= before, 'nothing polled was lost on the way out')
+  t.same(latestBy(await vm.export('{__name__="derps_count"}'), 'species'), { corgi: 4, tabby: 2 }, 'polled points flushed on the way out')
+  t.equal((await vm.export('{__name__="last_words_v"}')).length, 1, 'and the last push')
+})
+
+t.test('SIGTERM during a slow poll with InfluxDB down: still exits 0 within the 10 s grace', async t => {
+  const db = await createDatabase(t, { django: false })
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  await writeFile(join(dir, 'sidecar.json'), JSON.stringify({
+    pollTimeout: '6s',
+    disable: ['postgresql', 'postgresql_activity', 'django_sessions', 'django_users'],
+    modelCounts: [],
+    sqlMeasurements: [{ measurement: 'slow', sql: 'SELECT 1 AS v FROM pg_sleep(5)' }]
+  }))
+  const port = await freePort()
+  const server = startServer({ DATABASE_URL: db, INFLUX_URL: `http://127.0.0.1:${await refusedPort()}`, INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', POLL_INTERVAL: '1h', PORT: String(port), SIDECAR_CONFIG: join(dir, 'sidecar.json') })
+  t.teardown(() => server.kill('SIGKILL'))
+  const base = `http://127.0.0.1:${port}`
+  await waitFor(async () => (await sql(db, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(5)%' AND state = 'active' AND pid <> pg_backend_pid()")).rows[0].n === 1, 'the slow poll under way')
+  t.equal((await fetch(`${base}/beacons`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"measurement":"stuck","fields":{"v":1}}' })).status, 204)
+  server.kill('SIGTERM')
+  const started = Date.now()
+  // The poll takes ~5 s more, then the writer tries to deliver until its deadline: 8 s after SIGTERM, not after the poll.
+  t.equal(await server.exited, 0, 'clean exit, not cut off by close-with-grace')
+  const took = Date.now() - started
+  t.ok(took < 9_500, `exited ${took} ms after SIGTERM`)
+  t.match(server.stdout(), /shutdown deadline passed: points not delivered/)
 })
 
 t.test('without INFLUX_URL the points go to SINK_FILE as line protocol', async t => {
