@@ -72,9 +72,10 @@ export default fp(async (fastify) => {
   mirror('sidecar_write_retries_total', 'Deliveries retried after a failure.', [], set => set({}, writer.stats.retries))
   mirror('sidecar_write_requests_total', 'Requests made to the sink.', [], set => set({}, writer.stats.batches))
   gauge('sidecar_buffer_points', 'Points accepted and not yet written or dropped.', [], set => set({}, writer.bufferedPoints))
-  gauge('sidecar_buffer_limit_points', 'BUFFER_POINTS: above it pushes get 429.', [], set => set({}, config.bufferPoints))
   const { buffer } = writer
-  if (buffer instanceof Spool) {
+  if (!(buffer instanceof Spool)) {
+    gauge('sidecar_buffer_limit_points', 'BUFFER_POINTS: above it pushes get 429.', [], set => set({}, config.bufferPoints))
+  } else {
     gauge('sidecar_spool_bytes', 'Bytes in SPOOL_DIR segment files.', [], set => set({}, buffer.bytes))
     gauge('sidecar_spool_limit_bytes', 'Largest the spool may grow; past it pushes get 429.', [], set => set({}, config.spoolMaxBytes))
     mirror('sidecar_spool_corrupt_bytes_total', 'Bytes of torn or corrupt records cut off at start.', [], set => set({}, buffer.corruptBytes))
@@ -111,4 +112,4 @@ export default fp(async (fastify) => {
   let timer: NodeJS.Timeout | undefined
   fastify.addHook('onReady', async () => { timer = setInterval(report, config.pollInterval).unref() })
   fastify.addHook('onClose', async () => clearInterval(timer))
-}, { name: 'self-monitoring', dependencies: ['writer', 'scheduler', 'leader'] })
+}, { name: 'self-monitoring', dependencies: ['config', 'writer', 'scheduler', 'leader'] })

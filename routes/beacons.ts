@@ -3,8 +3,7 @@ import { Type } from '@sinclair/typebox'
 import { BeaconsBody, beaconsToLineProtocol } from '../src/beacon'
 import { requireToken } from '../src/http/auth'
 import { acknowledge, refuseWhenFull } from '../src/http/push'
-
-const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
+import { ErrorBody } from '../src/http/errors'
 
 /** POST /beacons: JSON metrics pushed by the app, one beacon or an array of them (SPEC §4). */
 const beacons: FastifyPluginAsyncTypebox = async (fastify) => {

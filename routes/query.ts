@@ -6,9 +6,7 @@ import { Type } from '@sinclair/typebox'
 import { CoalescingCache, runFlux, type Row } from '../src/flux/named'
 import { acceptsGzip, noInflux, openQuery, timedOut } from '../src/flux/upstream'
 import { requireToken } from '../src/http/auth'
-import { HttpError } from '../src/http/errors'
-
-const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
+import { ErrorBody, HttpError } from '../src/http/errors'
 
 /** InfluxDB's query request (`/api/v2/query`); InfluxDB itself validates the rest. */
 const QueryRequest = Type.Object({
@@ -75,7 +73,9 @@ const query: FastifyPluginAsyncTypebox = async (fastify) => {
           'application/json': { schema: QueryRequest },
           'application/vnd.flux': { schema: Type.String({ minLength: 1 }) }
         }
-      }
+      },
+      // 200 is InfluxDB's annotated CSV, streamed through unchanged (a stream is never serialised).
+      response: { 200: Type.Any(), '4xx': ErrorBody, '5xx': ErrorBody }
     }
   }, async (request, reply) => {
     if (influx === undefined) throw noInflux()

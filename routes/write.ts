@@ -4,12 +4,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { writeStampNs } from '../src/clock'
 import { normalize, type Precision } from '../src/line-protocol/parse'
-import { HttpError } from '../src/http/errors'
+import { ErrorBody, HttpError } from '../src/http/errors'
 import { acknowledge, refuseWhenFull } from '../src/http/push'
 import { readRawBody } from '../src/http/raw-body'
 import { requireToken, v1Token } from '../src/http/auth'
 
-const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
 const Precisions = ['ns', 'us', 'ms', 's'] as const
 
 const V2Query = Type.Object({

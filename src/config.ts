@@ -93,7 +93,7 @@ export type BuiltinPoller = NonNullable<FileConfig['disable']>[number]
 export interface NamedQuery { flux: string, /** ms */ ttl: number }
 
 /** The seed's total derp count over the last minute (SPEC §6). */
-export const DERPS_TOTAL_FLUX = `from(bucket: "{{bucket}}")
+const DERPS_TOTAL_FLUX = `from(bucket: "{{bucket}}")
   |> range(start: -60s)
   |> filter(fn: (r) => r._measurement == "derps" and r._field == "count")
   |> group(columns: ["_time"])
@@ -101,7 +101,7 @@ export const DERPS_TOTAL_FLUX = `from(bucket: "{{bucket}}")
 
 const DEFAULT_QUERY_TTL = '10s'
 
-export const DEFAULT_MODEL_COUNTS: ModelCountConfig[] = [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species' }]
+const DEFAULT_MODEL_COUNTS: ModelCountConfig[] = [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species' }]
 
 export interface Config {
   host: string

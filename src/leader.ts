@@ -2,7 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import pg from 'pg'
 
 /** The advisory lock every sidecar of one database competes for ('metrics-sidecar' → int8). */
-export const LEADER_LOCK_KEY = 7_225_461_729_115_049_318n
+const LEADER_LOCK_KEY = 7_225_461_729_115_049_318n
 
 /** How long a lock check may take before the connection, and the lock with it, is given up. */
 const LOCK_CHECK_TIMEOUT_MS = 5000

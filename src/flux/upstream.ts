@@ -3,6 +3,7 @@ import https from 'node:https'
 import { pipeline, type Readable } from 'node:stream'
 import { createGunzip } from 'node:zlib'
 import { HttpError } from '../http/errors'
+import { retryAfterMs } from '../http/retry-after'
 
 export interface InfluxTarget { url: string, token?: string, org: string }
 
@@ -16,15 +17,15 @@ export const unreachable = (err: unknown): HttpError =>
   new HttpError(503, `InfluxDB is unreachable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
 
 /**
- * An InfluxDB non-2xx answer as the caller gets it: 503 (with InfluxDB's Retry-After) when InfluxDB
+ * An InfluxDB non-2xx answer as the caller gets it: 503 (with InfluxDB's Retry-After, in seconds) when InfluxDB
  * is overloaded or unavailable (429, 503), 504 when its own gateway timed out, else 502. The
  * caller is never answered 401/403 for the server's token, nor 400 for a named query's Flux.
  */
 export function upstreamError (status: number, message: string, retryAfter?: string | string[]): HttpError {
   const text = `InfluxDB answered ${status}: ${message}`
   if (status === 429 || status === 503) {
-    const seconds = typeof retryAfter === 'string' && /^\d{1,9}$/.test(retryAfter.trim()) ? retryAfter.trim() : undefined
-    return new HttpError(503, text, seconds === undefined ? {} : { 'retry-after': seconds })
+    const ms = retryAfterMs(retryAfter)
+    return new HttpError(503, text, ms === undefined ? {} : { 'retry-after': String(Math.ceil(ms / 1000)) })
   }
   return new HttpError(status === 504 ? 504 : 502, text)
 }
@@ -44,7 +45,7 @@ export function acceptsGzip (header: string | undefined): boolean {
 }
 
 /** `<INFLUX_URL>/api/v2/query?org=<INFLUX_ORG>`, keeping any path prefix of INFLUX_URL. */
-export function queryUrl (influx: InfluxTarget): URL {
+function queryUrl (influx: InfluxTarget): URL {
   const url = new URL(`${influx.url.replace(/\/+$/, '')}/api/v2/query`)
   url.searchParams.set('org', influx.org)
   return url

@@ -5,7 +5,7 @@ import { HttpError } from './errors'
 const digest = (text: string): Buffer => createHash('sha256').update(text).digest()
 
 /** The token of `Authorization: Token <t>` or `Bearer <t>`. */
-export function headerToken (request: FastifyRequest): string | undefined {
+function headerToken (request: FastifyRequest): string | undefined {
   return /^(?:Token|Bearer)\s+(\S+)\s*$/i.exec(request.headers.authorization ?? '')?.[1]
 }
 

@@ -1,3 +1,5 @@
+import { Type } from '@sinclair/typebox'
+
 /** InfluxDB's error codes by HTTP status, for `{"code": …, "message": …}` bodies. */
 export const INFLUX_CODES: Record<number, string> = {
   400: 'invalid',
@@ -14,6 +16,9 @@ export const INFLUX_CODES: Record<number, string> = {
   503: 'unavailable',
   504: 'timeout'
 }
+
+/** The body of every error answer (plugins/errors.ts), for routes' reply schemas. */
+export const ErrorBody = Type.Object({ code: Type.String(), message: Type.String() })
 
 /** An error whose message is safe to show the caller, answered with its status. */
 export class HttpError extends Error {

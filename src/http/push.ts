@@ -10,7 +10,7 @@ const RETRY_AFTER_S = 1
 const ROOM_WAIT_MS = 1000
 
 /** 429 with Retry-After: the buffer is full, the client keeps its points and tries again. */
-export async function tooManyPoints (reply: FastifyReply, count?: number): Promise<FastifyReply> {
+async function tooManyPoints (reply: FastifyReply, count?: number): Promise<FastifyReply> {
   const refused = count === undefined ? '' : ` ${count} points not accepted,`
   return await reply.code(429).header('retry-after', String(RETRY_AFTER_S)).send({
     code: 'too many requests',

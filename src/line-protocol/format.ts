@@ -18,11 +18,11 @@ const escapeChar = (c: string): string => {
   }
 }
 
-export const escapeMeasurement = (s: string): string => HAS_MEASUREMENT_SPECIAL.test(s) ? s.replace(MEASUREMENT_SPECIAL, escapeChar) : s
-export const escapeKey = (s: string): string => HAS_KEY_SPECIAL.test(s) ? s.replace(KEY_SPECIAL, escapeChar) : s
+const escapeMeasurement = (s: string): string => HAS_MEASUREMENT_SPECIAL.test(s) ? s.replace(MEASUREMENT_SPECIAL, escapeChar) : s
+const escapeKey = (s: string): string => HAS_KEY_SPECIAL.test(s) ? s.replace(KEY_SPECIAL, escapeChar) : s
 
 /** The field value as line protocol, or undefined when it cannot be represented (NaN, ±Infinity). */
-export function formatFieldValue (value: FieldValue): string | undefined {
+function formatFieldValue (value: FieldValue): string | undefined {
   switch (typeof value) {
     case 'bigint': return `${value}i`
     case 'boolean': return value ? 'true' : 'false'

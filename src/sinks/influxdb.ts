@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https'
 import { promisify } from 'node:util'
 import { gzip } from 'node:zlib'
+import { retryAfterMs } from '../http/retry-after'
 import { SinkError, type Encoded, type FailureKind, type Sink } from './sink'
 
 export interface InfluxOptions { url: string, token?: string, org: string, bucket: string }
@@ -18,15 +19,6 @@ const REQUEST_TIMEOUT_MS = 30_000
 const MAX_ERROR_BODY = 64 * 1024
 
 const gzipAsync = promisify(gzip)
-
-/** `Retry-After` in milliseconds: the header holds seconds or an HTTP date. */
-export function retryAfterMs (header: string | string[] | undefined, now = Date.now()): number | undefined {
-  const value = Array.isArray(header) ? header[0] : header
-  if (value === undefined || value.trim() === '') return undefined
-  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000
-  const date = Date.parse(value)
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
-}
 
 function failureKind (status: number): FailureKind {
   if (status === 401 || status === 403 || status === 404) return 'misconfigured'
