@@ -120,3 +120,22 @@ t.test('start-up failures are one line, not a stack: an unusable SPOOL_DIR exits
   t.equal(inUse.code, 1)
   t.equal(inUse.stderr, `metrics-sidecar: cannot start: listen EADDRINUSE: address already in use 127.0.0.1:${port}\n`)
 })
+
+t.test('/ready is 503 naming the sink while InfluxDB is down, and 200 again once it is back', async t => {
+  const db = await createDatabase(t)
+  const vm = await startVictoriaMetrics(t)
+  const app = await buildTestApp(t, { DATABASE_URL: db, INFLUX_URL: vm.url, INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', POLL_INTERVAL: '1h' }, { poll: false })
+  const ready = async (): Promise<{ statusCode: number, body: { status: string, checks: Array<{ name: string, status: string, message?: string }> } }> => {
+    const response = await app.inject('/ready')
+    return { statusCode: response.statusCode, body: response.json() }
+  }
+  t.equal((await ready()).statusCode, 200)
+  await vm.stop()
+  t.equal((await app.inject({ method: 'POST', url: '/beacons', payload: { measurement: 'waiting', fields: { v: 1 } } })).statusCode, 204)
+  const down = await waitFor(async () => { const r = await ready(); return r.statusCode === 503 ? r : undefined }, 'not ready')
+  t.match(down.body, { status: 'not ready', checks: [{ name: 'postgres', status: 'pass' }, { name: 'sink', status: 'fail', message: /ECONNREFUSED/ }] })
+  await vm.start()
+  await waitFor(async () => (await ready()).statusCode === 200, 'ready again', 30_000)
+  await waitFor(async () => (await vm.export('{__name__="waiting_v"}')).length === 1, 'the point held meanwhile delivered')
+  t.equal(app.writer.stats.dropped.rejected + app.writer.stats.dropped.buffer_full, 0)
+})

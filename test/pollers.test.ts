@@ -2,6 +2,7 @@ import t from 'tap'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { formatPoints } from '../src/line-protocol/format'
 import { addDerps, buildTestApp, createDatabase, latestBy, sql, startVictoriaMetrics, waitFor } from './helper'
 
 t.test('polled points land in a real InfluxDB-compatible store', async t => {
@@ -110,6 +111,24 @@ t.test('custom SQL measurements stream through a cursor, read-only, with a state
   t.match(app.scheduler.stats.get('sneaky')?.lastError, /read-only transaction/)
   t.equal((await sql(db, 'SELECT count(*)::int AS n FROM orders')).rows[0].n, 3000, 'nothing was written to the app database')
   t.ok((app.scheduler.stats.get('derps')?.polls ?? 0) > 0, 'other pollers keep running')
+})
+
+t.test('config: listed values are written as 0, a fields list picks the fields, a measurement interval overrides POLL_INTERVAL', async t => {
+  const db = await createDatabase(t)
+  await addDerps(db, { dog: 2 })
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  const configFile = join(dir, 'sidecar.json')
+  await writeFile(configFile, JSON.stringify({
+    disable: ['postgresql', 'postgresql_activity', 'django_sessions', 'django_users'],
+    modelCounts: [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species', values: ['dog', 'axolotl'], interval: '100ms' }],
+    sqlMeasurements: [{ measurement: 'picked', sql: "SELECT 'a' AS k, 1 AS one, 2 AS two, 3 AS three", tags: ['k'], fields: ['two'] }]
+  }))
+  const app = await buildTestApp(t, { DATABASE_URL: db, SINK_FILE: join(dir, 'm.lp'), POLL_INTERVAL: '1h', SIDECAR_CONFIG: configFile })
+  await waitFor(() => (app.scheduler.stats.get('derps')?.polls ?? 0) >= 5, 'derps polled every 100 ms')
+  t.equal(app.scheduler.stats.get('picked')?.polls, 1, 'the other measurement keeps POLL_INTERVAL')
+  const lines: string[] = []
+  for (const m of app.scheduler.measurements) await app.scheduler.pollOnce(m, points => lines.push(...formatPoints(points).body.toString().trimEnd().split('\n')))
+  t.same(lines.map(l => l.replace(/ \d{19}$/, '')).sort(), ['derps,species=axolotl count=0i', 'derps,species=dog count=2i', 'picked,k=a two=2i'])
 })
 
 t.test('a poller never overlaps itself, also when stopped and started again while a poll is under way', async t => {
