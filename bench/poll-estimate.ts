@@ -13,7 +13,7 @@ const ROWS = Number(process.env.BENCH_ROWS ?? 5_000_000)
 const RUNS = 5
 
 async function timed (client: pg.Client, mode: 'exact' | 'estimate'): Promise<{ ms: number[], counts: Map<string, bigint> }> {
-  const measurement = modelCount({ measurement: 'derps', table: 'derps_derp', groupBy: 'species', mode }, 1000)
+  const measurement = modelCount({ measurement: 'derps', table: 'derps_derp', groupBy: 'species', mode, interval: 1000 })
   const ms: number[] = []
   const counts = new Map<string, bigint>()
   for (let i = 0; i < RUNS; i++) {

@@ -14,7 +14,7 @@ const BATCH_ROWS = 500
  * a point, the `tags` columns its tags, the `fields` columns (default: all others) its fields.
  * Rows stream through a cursor, so a large result never sits in memory at once.
  */
-export function customSql (config: SqlMeasurementConfig, interval: number): Measurement {
+export function customSql (config: SqlMeasurementConfig): Measurement {
   const tagColumns = config.tags ?? []
   const isField = config.fields === undefined
     ? (column: string) => !tagColumns.includes(column)
@@ -22,7 +22,7 @@ export function customSql (config: SqlMeasurementConfig, interval: number): Meas
 
   return {
     name: config.measurement,
-    interval,
+    interval: config.interval,
     async poll ({ client, timestamp, emit }) {
       let points: Point[] = []
       const toPoint = (row: Record<string, unknown>): Point => {

@@ -6,11 +6,9 @@ import type { Measurement } from './measurement'
 import { modelCount } from './model-count'
 import { pgStatActivity } from './pg-stat-activity'
 import { pgStatDatabase } from './pg-stat-database'
-import { parseDuration } from '../src/duration'
 
 /** Every poller the configuration asks for. `server` is the `server` tag of `postgresql`. */
 export function measurementsFromConfig (config: Config, server: string): Measurement[] {
-  const every = (interval?: string): number => interval === undefined ? config.pollInterval : parseDuration(interval)
   const builtins: Measurement[] = [
     pgStatDatabase(server, config.pollInterval),
     pgStatActivity(config.pollInterval),
@@ -18,8 +16,8 @@ export function measurementsFromConfig (config: Config, server: string): Measure
     djangoUsers(config.pollInterval)
   ]
   return [
-    ...config.modelCounts.map(count => modelCount(count, every(count.interval))),
+    ...config.modelCounts.map(modelCount),
     ...builtins.filter(m => !(config.disabledPollers as string[]).includes(m.name)),
-    ...config.sqlMeasurements.map(sql => customSql(sql, every(sql.interval)))
+    ...config.sqlMeasurements.map(customSql)
   ]
 }

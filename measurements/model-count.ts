@@ -23,7 +23,7 @@ const ESTIMATE_SQL = `SELECT u.v AS "group", round(u.f * greatest(c.reltuples, 0
  * Rows of a model table counted per value of one column, e.g. derps by species: one GROUP BY query
  * per poll, or in `estimate` mode one look at the planner's statistics.
  */
-export function modelCount (config: ModelCountConfig, interval: number): Measurement {
+export function modelCount (config: ModelCountConfig): Measurement {
   const tag = config.groupBy
   const estimate = config.mode === 'estimate'
   const sql = estimate ? ESTIMATE_SQL : `SELECT ${escapeIdentifier(tag)} AS "group", count(*) AS "count" FROM ${quoteTable(config.table)} GROUP BY 1`
@@ -32,7 +32,7 @@ export function modelCount (config: ModelCountConfig, interval: number): Measure
   const groups = estimate ? undefined : new ZeroFill(tags => tags[tag], (config.values ?? []).map(value => ({ [tag]: value })))
   return {
     name: config.measurement,
-    interval,
+    interval: config.interval,
     async poll ({ client, timestamp, emit }) {
       const { rows } = await client.query<{ group: unknown, count: bigint }>(sql, params)
       const present = rows.map(row => ({ [tag]: toTagValue(row.group) }))

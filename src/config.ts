@@ -86,8 +86,10 @@ const FileSchema = Type.Object({
 }, { additionalProperties: false })
 
 type FileConfig = Static<typeof FileSchema>
-export type ModelCountConfig = Static<typeof ModelCountSchema>
-export type SqlMeasurementConfig = Static<typeof SqlMeasurementSchema>
+/** A configured poller with its interval in milliseconds: its own, or POLL_INTERVAL. */
+type Polled<T extends { interval?: string }> = Omit<T, 'interval'> & { interval: number }
+export type ModelCountConfig = Polled<Static<typeof ModelCountSchema>>
+export type SqlMeasurementConfig = Polled<Static<typeof SqlMeasurementSchema>>
 export type BuiltinPoller = NonNullable<FileConfig['disable']>[number]
 
 export interface NamedQuery { flux: string, /** ms */ ttl: number }
@@ -101,7 +103,7 @@ const DERPS_TOTAL_FLUX = `from(bucket: "{{bucket}}")
 
 const DEFAULT_QUERY_TTL = '10s'
 
-const DEFAULT_MODEL_COUNTS: ModelCountConfig[] = [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species' }]
+const DEFAULT_MODEL_COUNTS: NonNullable<FileConfig['modelCounts']> = [{ measurement: 'derps', table: 'derps_derp', groupBy: 'species' }]
 
 export interface Config {
   host: string
@@ -199,9 +201,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   if (e.INFLUX_URL !== undefined && !URL.canParse(e.INFLUX_URL)) throw new ConfigError(`INFLUX_URL is not a valid URL (got ${JSON.stringify(e.INFLUX_URL)})`)
   const file: FileConfig = e.SIDECAR_CONFIG === undefined ? {} : readFileConfig(e.SIDECAR_CONFIG)
   const inFile = (key: string): string => `SIDECAR_CONFIG ${e.SIDECAR_CONFIG ?? ''}: /${key}`
-  for (const [list, items] of [['modelCounts', file.modelCounts], ['sqlMeasurements', file.sqlMeasurements]] as const) {
-    items?.forEach((item, i) => { if (item.interval !== undefined) duration(inFile(`${list}/${i}/interval`), item.interval) })
-  }
+  const pollInterval = duration('POLL_INTERVAL', e.POLL_INTERVAL)
+  const polled = <T extends { interval?: string }>(list: string, items: T[]): Array<Polled<T>> =>
+    items.map((item, i) => ({ ...item, interval: item.interval === undefined ? pollInterval : duration(inFile(`${list}/${i}/interval`), item.interval) }))
   return {
     host: e.HOST,
     port: e.PORT,
@@ -214,7 +216,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     queryToken: e.QUERY_TOKEN,
     spoolDir: e.SPOOL_DIR,
     logLevel: e.LOG_LEVEL,
-    pollInterval: duration('POLL_INTERVAL', e.POLL_INTERVAL),
+    pollInterval,
     pollTimeout: duration(inFile('pollTimeout'), file.pollTimeout ?? '5s'),
     queryTimeout: duration('QUERY_TIMEOUT', e.QUERY_TIMEOUT),
     flushInterval: duration(inFile('flushInterval'), file.flushInterval ?? '1s'),
@@ -225,8 +227,8 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,
     requestTimeout: duration(inFile('requestTimeout'), file.requestTimeout ?? '30s'),
     spoolMaxBytes: file.spoolMaxBytes ?? 1024 * 1024 * 1024,
-    modelCounts: file.modelCounts ?? DEFAULT_MODEL_COUNTS,
-    sqlMeasurements: file.sqlMeasurements ?? [],
+    modelCounts: polled('modelCounts', file.modelCounts ?? DEFAULT_MODEL_COUNTS),
+    sqlMeasurements: polled('sqlMeasurements', file.sqlMeasurements ?? []),
     disabledPollers: file.disable ?? [],
     namedQueries: namedQueries(file.queries ?? {}, e.INFLUX_BUCKET, inFile)
   }
