@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { version } from '../package.json'
+import type { QueryConfig } from 'pg'
 
 const Check = Type.Object({
   name: Type.String(),
@@ -22,12 +23,20 @@ const Readiness = Type.Object({
   checks: Type.Array(Check)
 })
 
+/** Longest a readiness check waits: a database or InfluxDB that hangs is not ready, and the probe answers. */
+const CHECK_TIMEOUT_MS = 2000
+
 async function check (name: string, probe: () => Promise<unknown>): Promise<Check> {
+  let timer: NodeJS.Timeout | undefined
+  // Also bounds what the probe cannot time itself, e.g. the wait for a free database connection.
+  const late = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS) })
   try {
-    await probe()
+    await Promise.race([probe(), late])
     return { name, status: 'pass' }
   } catch (err) {
     return { name, status: 'fail', message: (err as Error).message }
+  } finally {
+    clearTimeout(timer)
   }
 }
 
@@ -39,11 +48,12 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
 
   fastify.get('/ready', { schema: { response: { 200: Readiness, 503: Readiness } } }, async (_request, reply) => {
     const checks = await Promise.all([
-      check('postgres', async () => await fastify.pg.query('SELECT 1')),
+      // pg honours query_timeout per query (its types do not list it): a hung connection is dropped.
+      check('postgres', async () => await fastify.pg.query({ text: 'SELECT 1', query_timeout: CHECK_TIMEOUT_MS } as QueryConfig)),
       check('sink', async () => {
         const failure = fastify.writer.failure
         if (failure !== undefined) throw new Error(failure)
-        await fastify.sink.check()
+        await fastify.sink.check(CHECK_TIMEOUT_MS)
       })
     ])
     const ready = checks.every(c => c.status === 'pass')

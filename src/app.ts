@@ -16,6 +16,9 @@ import metrics from '../routes/metrics'
 import query from '../routes/query'
 import write from '../routes/write'
 
+/** How long a shutdown waits for requests under way before closing their connections. */
+const REQUEST_DRAIN_MS = 2000
+
 export interface AppOptions {
   /** Start the pollers when the server is ready (false for --once and some tests). */
   poll?: boolean
@@ -44,6 +47,11 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
     schemaErrorFormatter
   }).withTypeProvider<TypeBoxTypeProvider>()
 
+  // Closing waits for requests under way, and a client trickling a body would hold it until
+  // requestTimeout: after a short drain the rest are cut off, so the writer's flush gets the grace.
+  app.addHook('preClose', async () => {
+    setTimeout(() => app.server.closeAllConnections(), REQUEST_DRAIN_MS).unref()
+  })
   await app.register(configPlugin, { config })
   await app.register(sensible)
   await app.register(errors)

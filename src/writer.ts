@@ -285,7 +285,8 @@ export class Writer {
       try {
         this.stats.batches++
         // A retry encodes again: the encoding may be what failed.
-        await this.sink.send(await (attempt === 0 ? batch.encoded : this.sink.encode(body)))
+        // Aborted at the shutdown deadline: an InfluxDB that does not answer must not hold the exit.
+        await this.sink.send(await (attempt === 0 ? batch.encoded : this.sink.encode(body)), this.stopWaiting.signal)
         this.lastFailure = undefined
         this.stats.written += count
         return true

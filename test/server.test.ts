@@ -2,6 +2,8 @@ import t from 'tap'
 import { spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import { connect, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { addDerps, createDatabase, freePort, latestBy, refusedPort, sql, startVictoriaMetrics, waitFor } from './helper'
@@ -72,6 +74,38 @@ t.test('SIGTERM during a slow poll with InfluxDB down: still exits 0 within the 
   const took = Date.now() - started
   t.ok(took < 9_500, `exited ${took} ms after SIGTERM`)
   t.match(server.stdout(), /shutdown deadline passed: points not delivered/)
+})
+
+t.test('SIGTERM with InfluxDB hanging and a client trickling a body: exit 0 within the grace, the undelivered points counted', async t => {
+  const silent = createServer(() => {}) // takes writes and never answers
+  await new Promise<void>(resolve => silent.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { silent.closeAllConnections(); silent.close() })
+  const influx = `http://127.0.0.1:${(silent.address() as AddressInfo).port}`
+  const port = await freePort()
+  const server = startServer({ DATABASE_URL: `postgresql://postgres@127.0.0.1:${await refusedPort()}/none`, INFLUX_URL: influx, INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', POLL_INTERVAL: '1h', PORT: String(port) })
+  t.teardown(() => server.kill('SIGKILL'))
+  const base = `http://127.0.0.1:${port}`
+  await waitFor(async () => (await fetch(`${base}/health`)).ok, 'the sidecar to start')
+  t.equal((await fetch(`${base}/api/v2/write?bucket=b`, { method: 'POST', body: 'hung v=1\nhung v=2\nhung v=3' })).status, 204)
+  // A push whose body comes a byte at a time: closing the server would wait for it until requestTimeout (30 s).
+  const trickle = connect(port, '127.0.0.1')
+  trickle.on('error', () => {})
+  t.teardown(() => trickle.destroy())
+  trickle.write('POST /api/v2/write?bucket=b HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n')
+  const drip = setInterval(() => trickle.write('m'), 200)
+  t.teardown(() => clearInterval(drip))
+  await new Promise(resolve => setTimeout(resolve, 1500)) // the batch is in flight to the silent InfluxDB
+  const asked = Date.now()
+  const ready = await fetch(`${base}/ready`)
+  t.equal(ready.status, 503, 'not ready, and the probe is answered')
+  t.ok(Date.now() - asked < 3000, `within ${Date.now() - asked} ms`)
+  t.match(await ready.json(), { checks: [{ name: 'postgres', status: 'fail' }, { name: 'sink', status: 'fail', message: /no answer/ }] })
+  server.kill('SIGTERM')
+  const started = Date.now()
+  t.equal(await server.exited, 0, 'clean exit, not cut off by close-with-grace')
+  const took = Date.now() - started
+  t.ok(took < 9_500, `exited ${took} ms after SIGTERM`)
+  t.match(server.stdout(), /"points":3,"msg":"shutdown deadline passed: points not delivered"/, 'nothing acknowledged disappears silently')
 })
 
 t.test('without INFLUX_URL the points go to SINK_FILE as line protocol', async t => {

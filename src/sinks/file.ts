@@ -25,7 +25,7 @@ export class FileSink implements Sink {
     }
   }
 
-  async check (): Promise<void> {
+  async check (_timeoutMs: number): Promise<void> {
     await access(this.path, constants.W_OK).catch(async () => await access(dirname(resolve(this.path)), constants.W_OK))
   }
 

@@ -67,14 +67,14 @@ export class InfluxSink implements Sink {
     return { bytes: await gzipAsync(body, { level: GZIP_LEVEL }), gzipped: true }
   }
 
-  async send (batch: Encoded): Promise<void> {
+  async send (batch: Encoded, signal?: AbortSignal): Promise<void> {
     const headers: Record<string, string | number> = { 'content-type': 'text/plain; charset=utf-8', 'content-length': batch.bytes.length }
     if (batch.gzipped) headers['content-encoding'] = 'gzip'
-    await this.exchange(this.writeUrl, 'POST', headers, batch.bytes)
+    await this.exchange(this.writeUrl, 'POST', headers, batch.bytes, signal)
   }
 
-  async check (): Promise<void> {
-    await this.exchange(this.pingUrl, 'GET', {})
+  async check (timeoutMs: number): Promise<void> {
+    await this.exchange(this.pingUrl, 'GET', {}, undefined, AbortSignal.timeout(timeoutMs))
   }
 
   async close (): Promise<void> {
@@ -82,10 +82,10 @@ export class InfluxSink implements Sink {
   }
 
   /** Resolves on 2xx; otherwise rejects with a SinkError saying what InfluxDB answered, or why it could not be reached. */
-  private async exchange (url: URL, method: string, headers: Record<string, string | number>, payload?: Buffer): Promise<void> {
+  private async exchange (url: URL, method: string, headers: Record<string, string | number>, payload?: Buffer, signal?: AbortSignal): Promise<void> {
     if (this.authorization !== undefined) headers = { ...headers, authorization: this.authorization }
     await new Promise<void>((resolve, reject) => {
-      const req = this.request(url, { method, headers, agent: this.agent, timeout: REQUEST_TIMEOUT_MS }, response => {
+      const req = this.request(url, { method, headers, agent: this.agent, timeout: REQUEST_TIMEOUT_MS, signal }, response => {
         const status = response.statusCode ?? 0
         if (status >= 200 && status < 300) {
           response.resume().on('end', resolve).on('error', reject)
@@ -100,7 +100,10 @@ export class InfluxSink implements Sink {
         })
       })
       req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS / 1000} s`)))
-      req.on('error', err => reject(new SinkError(`InfluxDB unreachable: ${err.message}`, 'retry')))
+      req.on('error', err => {
+        const why = signal?.aborted === true && signal.reason instanceof Error && signal.reason.name === 'TimeoutError' ? 'no answer in time' : err.message
+        reject(new SinkError(`InfluxDB unreachable: ${why}`, 'retry'))
+      })
       req.end(payload)
     })
   }

@@ -35,9 +35,9 @@ export interface Sink {
    * gzipped). Apart from send() so that the writer can encode the next batch while one is in flight.
    */
   encode: (body: Buffer) => Promise<Encoded>
-  /** Stores an encoded batch; rejects with a {@link SinkError}. */
-  send: (batch: Encoded) => Promise<void>
-  /** Throws when the target cannot be reached (readiness). */
-  check: () => Promise<void>
+  /** Stores an encoded batch; rejects with a {@link SinkError}, or when `signal` aborts it (shutdown deadline). */
+  send: (batch: Encoded, signal?: AbortSignal) => Promise<void>
+  /** Throws when the target cannot be reached (readiness), or does not answer within `timeoutMs`. */
+  check: (timeoutMs: number) => Promise<void>
   close: () => Promise<void>
 }
