@@ -21,6 +21,7 @@ async function timed (client: pg.Client, mode: 'exact' | 'estimate'): Promise<{ 
     await measurement.poll({
       client: client as unknown as PollContext['client'],
       timestamp: '0',
+      signal: new AbortController().signal,
       emit: points => { for (const p of points) counts.set(p.tags?.species ?? '', BigInt(p.fields.count as bigint)) }
     })
     ms.push(performance.now() - started)

@@ -23,7 +23,7 @@ export function customSql (config: SqlMeasurementConfig): Measurement {
   return {
     name: config.measurement,
     interval: config.interval,
-    async poll ({ client, timestamp, emit }) {
+    async poll ({ client, timestamp, emit, signal }) {
       let points: Point[] = []
       const toPoint = (row: Record<string, unknown>): Point => {
         const tags: Record<string, string> = {}
@@ -40,6 +40,7 @@ export function customSql (config: SqlMeasurementConfig): Measurement {
         points = []
       }
       // pipeline() settles only once the cursor is closed, so the caller may release the client after it.
+      // The signal ends it when the connection dies: the cursor's stream would wait forever.
       await pipeline(
         client.query(new QueryStream(config.sql, [], { batchSize: BATCH_ROWS })),
         new Writable({
@@ -54,7 +55,8 @@ export function customSql (config: SqlMeasurementConfig): Measurement {
             flush()
             done()
           }
-        })
+        }),
+        { signal }
       )
     }
   }

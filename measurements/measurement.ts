@@ -7,6 +7,8 @@ export interface PollContext {
   /** One receipt timestamp (ns) for every point of this poll. */
   timestamp: string
   emit: (points: Point[]) => void
+  /** Aborted when the poll's connection fails or is cut: a stream over it must stop waiting. */
+  signal: AbortSignal
 }
 
 /** A poller: what SQL runs against the app's database and which points it makes. */

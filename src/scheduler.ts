@@ -1,8 +1,12 @@
+import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Pool, PoolClient } from 'pg'
 import type { Measurement } from '../measurements/measurement'
 import { stampNs } from './clock'
 import type { Point } from './line-protocol/point'
+
+/** How long past pollTimeout stop() waits for a poll before cutting its connection. */
+const STOP_MARGIN_MS = 1000
 
 export interface PollerStats {
   polls: number
@@ -26,6 +30,8 @@ export class Scheduler {
   readonly stats = new Map<string, PollerStats>()
   private readonly timers = new Set<NodeJS.Timeout>()
   private readonly running = new Set<Promise<void>>()
+  /** How to end each poll under way (see pollOnce). */
+  private readonly cuts = new Set<(why: Error) => void>()
   private stopped = true
   private generation = 0
 
@@ -49,31 +55,57 @@ export class Scheduler {
     })
   }
 
+  /**
+   * Stops scheduling and waits for the polls under way; one still running once statement_timeout
+   * must have ended its statement is stuck on a dead connection, and is cut.
+   */
   async stop (): Promise<void> {
     this.stopped = true
     this.generation++
     for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
+    const stuck = setTimeout(() => { for (const cut of this.cuts) cut(new Error('polling stopped')) }, this.options.pollTimeout + STOP_MARGIN_MS)
     await Promise.all(this.running)
+    clearTimeout(stuck)
   }
 
   /** One poll inside a read-only transaction with a statement timeout; throws what the poll threw. */
   async pollOnce (measurement: Measurement, emit = this.emit): Promise<void> {
     const client = await this.pool.connect()
     let broken: Error | undefined
+    const controller = new AbortController()
     // A checked-out client has no pool listener: a connection lost between two statements would
-    // otherwise be an uncaught 'error' event. The next statement fails with it anyway.
-    const onError = (err: Error): void => { broken = err }
+    // otherwise be an uncaught 'error' event. A statement under way fails with it, a stream is aborted.
+    const onError = (err: Error): void => {
+      broken ??= err
+      controller.abort(err)
+    }
+    /** Ends the poll by dropping its connection, which also ends a statement stuck on a dead network. */
+    const cut = (why: Error): void => {
+      onError(why)
+      ;(client as unknown as { connection: { stream: Socket } }).connection.stream.destroy()
+    }
+    // statement_timeout bounds the database's work, not a connection gone silent: a poll still under
+    // way at its next turn is cut.
+    const limit = this.options.pollTimeout + measurement.interval
+    const watchdog = setTimeout(() => cut(new Error(`poll did not finish within ${limit} ms: its connection was dropped`)), limit)
+    // A terminated backend may end the connection without an 'error' (its FATAL went to the query).
+    const onEnd = (): void => onError(new Error('Connection terminated unexpectedly'))
+    this.cuts.add(cut)
     client.on('error', onError)
+    client.on('end', onEnd)
     try {
       await client.query(`BEGIN READ ONLY; SET LOCAL statement_timeout = ${this.options.pollTimeout}`)
-      await measurement.poll({ client, timestamp: stampNs(), emit })
+      await measurement.poll({ client, timestamp: stampNs(), emit, signal: controller.signal })
       await client.query('COMMIT')
     } catch (err) {
       broken ??= await rollback(client)
-      throw err
+      throw broken instanceof Error && controller.signal.aborted ? broken : err
     } finally {
+      clearTimeout(watchdog)
+      this.cuts.delete(cut)
       client.off('error', onError)
+      client.off('end', onEnd)
       client.release(broken)
     }
   }

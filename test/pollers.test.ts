@@ -3,7 +3,9 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { formatPoints } from '../src/line-protocol/format'
+import type { PollerStats } from '../src/scheduler'
 import { addDerps, buildTestApp, createDatabase, latestBy, sql, startVictoriaMetrics, waitFor } from './helper'
+import { TcpProxy } from './tcp-proxy'
 
 t.test('polled points land in a real InfluxDB-compatible store', async t => {
   const db = await createDatabase(t)
@@ -129,6 +131,42 @@ t.test('config: listed values are written as 0, a fields list picks the fields, 
   const lines: string[] = []
   for (const m of app.scheduler.measurements) await app.scheduler.pollOnce(m, points => lines.push(...formatPoints(points).body.toString().trimEnd().split('\n')))
   t.same(lines.map(l => l.replace(/ \d{19}$/, '')).sort(), ['derps,species=axolotl count=0i', 'derps,species=dog count=2i', 'picked,k=a two=2i'])
+})
+
+t.test('a poll whose connection dies or goes silent fails, is counted, and the poller goes on', async t => {
+  const db = await createDatabase(t, { django: false })
+  const proxy = await TcpProxy.start({ host: '127.0.0.1', port: 5432 })
+  t.teardown(async () => await proxy.down())
+  const url = new URL(db)
+  url.port = String(proxy.port)
+  const dir = await mkdtemp(join(tmpdir(), 'sidecar-'))
+  const configFile = join(dir, 'sidecar.json')
+  await writeFile(configFile, JSON.stringify({
+    pollTimeout: '1s',
+    disable: ['postgresql', 'postgresql_activity', 'django_sessions', 'django_users'],
+    modelCounts: [],
+    sqlMeasurements: [{ measurement: 'sleepy', sql: 'SELECT pg_sleep(0.5) IS NULL AS s, 1 AS v' }]
+  }))
+  const app = await buildTestApp(t, { DATABASE_URL: url.href, SINK_FILE: join(dir, 'm.lp'), POLL_INTERVAL: '500ms', SIDECAR_CONFIG: configFile })
+  const stats = (): PollerStats => app.scheduler.stats.get('sleepy') as PollerStats
+  const sleeping = async (): Promise<number> => (await sql(db, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.5)%' AND state = 'active' AND pid <> pg_backend_pid()")).rows[0].n as number
+
+  // The backend is terminated mid-stream (a PostgreSQL restart or failover): the cursor's stream never ended.
+  await waitFor(async () => await sleeping() === 1, 'a poll under way')
+  await sql(db, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(0.5)%' AND state = 'active' AND pid <> pg_backend_pid()")
+  await waitFor(() => stats().errors >= 1, 'the terminated poll to fail', 5000)
+  // Usually at once; when the connection ends without a word to the query, the watchdog cuts it.
+  t.match(stats().lastError, /Connection terminated|ECONNRESET|did not finish within 1500 ms/, String(stats().lastError))
+  const afterTermination = stats().polls
+  await waitFor(() => stats().polls >= afterTermination + 2 && stats().lastError === undefined, 'polls after it')
+
+  // The network goes silent mid-poll: statement_timeout cannot help, the poll is cut at its next turn.
+  await waitFor(async () => await sleeping() === 1, 'a poll under way')
+  proxy.freeze()
+  await waitFor(() => stats().lastError?.includes('did not finish within 1500 ms'), 'the silent poll to be cut', 5000)
+  const afterSilence = stats().polls
+  await waitFor(() => stats().polls >= afterSilence + 2 && stats().lastError === undefined, 'polls over new connections')
+  t.ok(stats().polls >= afterSilence + 2, 'the poller went on over new connections')
 })
 
 t.test('a poller never overlaps itself, also when stopped and started again while a poll is under way', async t => {

@@ -30,6 +30,17 @@ export class TcpProxy {
     this.server = server
   }
 
+  /**
+   * The network goes silent: what is under way on open connections is neither delivered nor refused
+   * (as when a node or a link dies), while new connections go through as before.
+   */
+  freeze (): void {
+    for (const s of this.sockets) {
+      s.unpipe()
+      s.pause()
+    }
+  }
+
   async down (): Promise<void> {
     const server = this.server
     this.server = undefined
