@@ -53,7 +53,7 @@ function nodeHttpServer (port: number): void {
 function nodeHttpWorkServer (port: number): void {
   const config = loadConfig()
   if (config.influx === undefined) fail('node-http-work needs INFLUX_URL')
-  const writer = new Writer(new InfluxSink(config.influx), new MemoryBuffer(config.bufferPoints, config.batchSize), writerOptions(config, pino({ level: 'warn' })))
+  const writer = new Writer(new InfluxSink(config.influx), new MemoryBuffer(config.bufferPoints, config.bufferMaxBytes, config.batchSize), writerOptions(config, pino({ level: 'warn' })))
   const ajv = new Ajv(ajvOptions.customOptions)
   addFormats(ajv)
   const valid = ajv.compile<Beacon | Beacon[]>(BeaconsBody)

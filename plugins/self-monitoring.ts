@@ -1,6 +1,7 @@
 import { hostname } from 'node:os'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client'
+import { MemoryBuffer } from '../src/buffer/memory'
 import { Spool } from '../src/buffer/spool'
 import { stampNs } from '../src/clock'
 import { formatPoints } from '../src/line-protocol/format'
@@ -73,9 +74,11 @@ export default fp(async (fastify) => {
   mirror('sidecar_write_requests_total', 'Requests made to the sink.', [], set => set({}, writer.stats.batches))
   gauge('sidecar_buffer_points', 'Points accepted and not yet written or dropped.', [], set => set({}, writer.bufferedPoints))
   const { buffer } = writer
-  if (!(buffer instanceof Spool)) {
+  if (buffer instanceof MemoryBuffer) {
     gauge('sidecar_buffer_limit_points', 'BUFFER_POINTS: above it pushes get 429.', [], set => set({}, config.bufferPoints))
-  } else {
+    gauge('sidecar_buffer_bytes', 'Memory the buffer holds.', [], set => set({}, buffer.bytes))
+    gauge('sidecar_buffer_limit_bytes', 'bufferMaxBytes: above it pushes get 429.', [], set => set({}, config.bufferMaxBytes))
+  } else if (buffer instanceof Spool) {
     gauge('sidecar_spool_bytes', 'Bytes in SPOOL_DIR segment files.', [], set => set({}, buffer.bytes))
     gauge('sidecar_spool_limit_bytes', 'Largest the spool may grow; past it pushes get 429.', [], set => set({}, config.spoolMaxBytes))
     mirror('sidecar_spool_corrupt_bytes_total', 'Bytes of torn or corrupt records cut off at start.', [], set => set({}, buffer.corruptBytes))

@@ -55,7 +55,7 @@ export default fp(async (fastify) => {
   const { config } = fastify
   const sink: Sink = config.influx === undefined ? new FileSink(config.sinkFile) : new InfluxSink(config.influx)
   const buffer: PointBuffer = config.spoolDir === undefined
-    ? new MemoryBuffer(config.bufferPoints, config.batchSize)
+    ? new MemoryBuffer(config.bufferPoints, config.bufferMaxBytes, config.batchSize)
     : await openSpool(config.spoolDir, config.spoolMaxBytes, fastify.log.child({ component: 'spool' }))
   const writer = new Writer(sink, buffer, writerOptions(config, fastify.log.child({ component: 'writer' })))
   fastify.decorate('sink', sink)

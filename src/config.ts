@@ -79,6 +79,8 @@ const FileSchema = Type.Object({
   bodyLimit: Optional(Type.Integer({ minimum: 1024 })),
   /** Longest a client may take to send a whole request (slow clients are cut off). */
   requestTimeout: Optional(Type.String({ pattern: DURATION_PATTERN })),
+  /** Most bytes the memory buffer holds (with BUFFER_POINTS); past it pushes get 429. */
+  bufferMaxBytes: Optional(Type.Integer({ minimum: 1024 * 1024 })),
   /** Largest size of SPOOL_DIR's segment files, in bytes; past it pushes get 429. */
   spoolMaxBytes: Optional(Type.Integer({ minimum: 1024 * 1024 })),
   /** Named Flux queries served at GET /queries/:name, added to (or replacing) the built-in ones. */
@@ -122,6 +124,7 @@ export interface Config {
   flushInterval: number
   maxRetryDelay: number
   bufferPoints: number
+  bufferMaxBytes: number
   batchSize: number
   batchesInFlight: number
   bodyLimit: number
@@ -222,6 +225,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     flushInterval: duration(inFile('flushInterval'), file.flushInterval ?? '1s'),
     maxRetryDelay: duration(inFile('maxRetryDelay'), file.maxRetryDelay ?? '30s'),
     bufferPoints: e.BUFFER_POINTS,
+    bufferMaxBytes: file.bufferMaxBytes ?? 32 * 1024 * 1024,
     batchSize: file.batchSize ?? 5000,
     batchesInFlight: file.batchesInFlight ?? 2,
     bodyLimit: file.bodyLimit ?? 32 * 1024 * 1024,

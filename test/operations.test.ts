@@ -34,6 +34,8 @@ t.test('GET /metrics is Prometheus text a real parser reads, with the counters t
   t.ok((await value('{__name__="sidecar_points_written_total",job="sidecar"}') ?? 0) >= 13)
   t.equal(await value('{__name__="sidecar_points_dropped_total",reason="rejected",job="sidecar"}'), 0)
   t.equal(await value('{__name__="sidecar_sink_up",job="sidecar"}'), 1)
+  t.equal(await value('{__name__="sidecar_buffer_limit_bytes",job="sidecar"}'), 32 * 1024 * 1024)
+  t.ok((await value('{__name__="sidecar_buffer_bytes",job="sidecar"}') ?? -1) >= 0, 'memory held by the buffer')
   t.ok((await value('{__name__="sidecar_polls_total",measurement="derps",job="sidecar"}') ?? 0) >= 2)
   t.equal(await value('{__name__="sidecar_poll_errors_total",measurement="derps",job="sidecar"}'), 0)
   t.ok((await value('{__name__="sidecar_poll_duration_seconds",measurement="derps",job="sidecar"}') ?? -1) >= 0)

@@ -54,7 +54,7 @@ const lines = (name: string, from: number, count: number): Buffer =>
 const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}, buffer: number | MemoryBuffer = 10_000): Writer => {
   const writerOptions = options(overrides)
   // Small bodies share blocks of at most one batch.
-  if (typeof buffer === 'number') buffer = new MemoryBuffer(buffer, writerOptions.batchSize)
+  if (typeof buffer === 'number') buffer = new MemoryBuffer(buffer, Infinity, writerOptions.batchSize)
   const writer = new Writer(new InfluxSink({ url, token: 'server-token', org: 'org', bucket: 'app' }), buffer, writerOptions)
   t.teardown(async () => await writer.close(Date.now()))
   return writer

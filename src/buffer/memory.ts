@@ -26,16 +26,22 @@ interface Held extends Chunk {
 export class MemoryBuffer implements PointBuffer {
   readonly durable = false
   points = 0
+  /** Memory held: bodies as they came, and whole blocks. */
+  bytes = 0
   private readonly held: Held[] = []
   /** How many entries of `held` each peek not yet committed took, oldest first. */
   private readonly peeked: number[] = []
   private peekedCount = 0
 
-  /** `batchPoints`: most points a block takes, so that a peek of one block is never over a batch. */
-  constructor (private readonly maxPoints: number, private readonly batchPoints = maxPoints) {}
+  /**
+   * `maxBytes` bounds memory as `maxPoints` cannot: 100,000 points with 10 KB string fields are 1 GB.
+   * `batchPoints`: most points a block takes, so that a peek of one block is never over a batch.
+   */
+  constructor (private readonly maxPoints: number, private readonly maxBytes: number, private readonly batchPoints = maxPoints) {}
 
-  fits (count: number): boolean {
-    return this.points === 0 || this.points + count <= this.maxPoints
+  /** Whether a push fits; into an empty buffer anything does (bodyLimit bounds it), or it never would. */
+  fits (count: number, bytes: number): boolean {
+    return this.points === 0 || (this.points + count <= this.maxPoints && this.bytes + bytes <= this.maxBytes)
   }
 
   async append (chunk: Chunk): Promise<void> {
@@ -47,6 +53,7 @@ export class MemoryBuffer implements PointBuffer {
     if (body.length >= COPY_BELOW_BYTES) {
       this.sealLastBlock()
       this.held.push({ body, count, used: body.length, open: false })
+      this.bytes += body.length
       return
     }
     let block = this.held.at(-1)
@@ -54,6 +61,7 @@ export class MemoryBuffer implements PointBuffer {
       if (block !== undefined) block.open = false
       block = { body: Buffer.allocUnsafeSlow(BLOCK_BYTES), count: 0, used: 0, open: true }
       this.held.push(block)
+      this.bytes += BLOCK_BYTES
     }
     block.used += body.copy(block.body, block.used)
     block.count += count
@@ -70,6 +78,7 @@ export class MemoryBuffer implements PointBuffer {
     if (last.used > last.body.length / 2) return
     const exact = Buffer.allocUnsafeSlow(last.used)
     last.body.copy(exact, 0, 0, last.used)
+    this.bytes -= last.body.length - exact.length
     last.body = exact
   }
 
@@ -89,7 +98,10 @@ export class MemoryBuffer implements PointBuffer {
   async commit (): Promise<void> {
     const n = this.peeked.shift()
     if (n === undefined) return
-    for (const held of this.held.splice(0, n)) this.points -= held.count
+    for (const held of this.held.splice(0, n)) {
+      this.points -= held.count
+      this.bytes -= held.body.length
+    }
     this.peekedCount -= n
   }
 
