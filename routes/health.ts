@@ -50,6 +50,10 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
     const checks = await Promise.all([
       // pg honours query_timeout per query (its types do not list it): a hung connection is dropped.
       check('postgres', async () => await fastify.pg.query({ text: 'SELECT 1', query_timeout: CHECK_TIMEOUT_MS } as QueryConfig)),
+      check('buffer', async () => {
+        const failure = fastify.writer.holdFailure
+        if (failure !== undefined) throw new Error(failure)
+      }),
       check('sink', async () => {
         const failure = fastify.writer.failure
         if (failure !== undefined) throw new Error(failure)

@@ -44,6 +44,11 @@ const sleep = async (ms: number, signal: AbortSignal): Promise<void> => await ne
   }
 })
 
+/** The buffer failed to take points (e.g. ENOSPC writing the spool): nothing was held, the caller may retry. */
+export class HoldError extends Error {
+  name = 'HoldError'
+}
+
 /**
  * The one writer every point goes through: sources hand it line protocol, it holds it in a buffer
  * (memory, or the on-disk spool), delivers batches by size and interval to the sink, a few at once
@@ -108,6 +113,9 @@ export class Writer {
     return this.lastFailure?.message
   }
 
+  /** Why the buffer could not take the last points it was given (a full disk under SPOOL_DIR), or undefined. */
+  holdFailure?: string
+
   /**
    * Resolves true once the points are held (with a spool: on disk), or false, holding nothing, when
    * they do not fit within `waitMs`: a push route answers 429 and the client keeps them.
@@ -123,7 +131,13 @@ export class Writer {
       } while (!this.buffer.fits(count, body.length))
     }
     if (this.closing) return false
-    await this.buffer.append({ body, count })
+    try {
+      await this.buffer.append({ body, count })
+      this.holdFailure = undefined
+    } catch (err) {
+      this.holdFailure = `the buffer cannot hold points: ${(err as Error).message}`
+      throw new HoldError(this.holdFailure)
+    }
     this.countHeld(count, source)
     return true
   }

@@ -135,7 +135,7 @@ t.test('/ready is 503 naming the sink while InfluxDB is down, and 200 again once
   await vm.stop()
   t.equal((await app.inject({ method: 'POST', url: '/beacons', payload: { measurement: 'waiting', fields: { v: 1 } } })).statusCode, 204)
   const down = await waitFor(async () => { const r = await ready(); return r.statusCode === 503 ? r : undefined }, 'not ready')
-  t.match(down.body, { status: 'not ready', checks: [{ name: 'postgres', status: 'pass' }, { name: 'sink', status: 'fail', message: /ECONNREFUSED/ }] })
+  t.match(down.body, { status: 'not ready', checks: [{ name: 'postgres', status: 'pass' }, { name: 'buffer', status: 'pass' }, { name: 'sink', status: 'fail', message: /ECONNREFUSED/ }] })
   await vm.start()
   await waitFor(async () => (await ready()).statusCode === 200, 'ready again', 30_000)
   await waitFor(async () => (await vm.export('{__name__="waiting_v"}')).length === 1, 'the point held meanwhile delivered')

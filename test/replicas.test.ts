@@ -22,7 +22,7 @@ t.test('one replica per database runs the pollers; another takes over when it is
   t.equal(second.scheduler.stats.get('derps')?.polls, 0, 'and runs no poll')
   const metrics = (await second.inject({ method: 'GET', url: '/metrics' })).body
   t.match(metrics, /^sidecar_leader 0$/m)
-  t.match((await second.inject({ method: 'GET', url: '/ready' })).json(), { status: 'ready', checks: [{}, {}, { name: 'leader', message: /^follower/ }] })
+  t.match((await second.inject({ method: 'GET', url: '/ready' })).json(), { status: 'ready', checks: [{}, {}, {}, { name: 'leader', message: /^follower/ }] })
   t.equal((await second.inject({ method: 'POST', url: '/beacons', payload: { measurement: 'm', fields: { v: 1 } } })).statusCode, 204, 'a follower takes pushes')
 
   first.kill('SIGKILL')
@@ -88,7 +88,7 @@ t.test('PostgreSQL outage: not ready, still alive, no log flood; recovers by its
   await waitFor(async () => (await app.inject({ method: 'GET', url: '/ready' })).statusCode === 503, '/ready to fail', 5000)
   t.ok(Date.now() - cut < 1000, `not ready within ${Date.now() - cut} ms (interval 200 ms)`)
   const notReady = (await app.inject({ method: 'GET', url: '/ready' })).json()
-  t.match(notReady, { status: 'not ready', checks: [{ name: 'postgres', status: 'fail', message: /ECONNREFUSED/ }, { name: 'sink', status: 'pass' }] })
+  t.match(notReady, { status: 'not ready', checks: [{ name: 'postgres', status: 'fail', message: /ECONNREFUSED/ }, { name: 'buffer', status: 'pass' }, { name: 'sink', status: 'pass' }] })
   t.equal((await app.inject({ method: 'GET', url: '/health' })).statusCode, 200, 'alive all the same')
   const before = logs.length
   await new Promise(resolve => setTimeout(resolve, 3000))

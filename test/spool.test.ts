@@ -1,5 +1,5 @@
 import t from 'tap'
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { appendFile, mkdir, mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -210,6 +210,29 @@ t.test('--once beside a live sidecar leaves its spool alone: the points it ackno
     return found[0]?.values.length === 100 ? found : undefined
   }, 'the 100 acknowledged points delivered after the restart', 30_000)
   t.equal(series[0].values.length, 100)
+})
+
+t.test('a full disk under the spool: pushes get 503 with Retry-After and /ready says why, nothing is acknowledged', { skip: process.getuid?.() === 0 ? false : 'needs root to mount a small tmpfs' }, async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'full-disk-'))
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', dir])
+  t.teardown(() => { execFileSync('umount', ['-l', dir]) })
+  const vm = await startVictoriaMetrics(t)
+  await vm.stop()
+  const sidecar = await startSidecar({ DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/none', INFLUX_URL: vm.url, INFLUX_ORG: 'o', INFLUX_BUCKET: 'b', SPOOL_DIR: join(dir, 'spool'), POLL_INTERVAL: '1h' })
+  t.teardown(() => sidecar.child.kill('SIGKILL'))
+  const statuses: number[] = []
+  let refused: Response | undefined
+  for (let i = 0; i < 20 && refused === undefined; i++) {
+    const response = await fetch(`${sidecar.url}/api/v2/write?bucket=b`, { method: 'POST', body: lines('disk', i * 2000, 2000) })
+    statuses.push(response.status)
+    if (response.status === 503) refused = response
+  }
+  t.ok(refused, `accepted until the disk was full, then 503 (${statuses.join(' ')})`)
+  t.equal(refused?.headers.get('retry-after'), '1')
+  const body = await refused?.json() as { message: string }
+  t.match(body, { code: 'unavailable', message: /the buffer cannot hold points: .*(ENOSPC|disk full)/ }, body.message)
+  const ready = await (await fetch(`${sidecar.url}/ready`)).json()
+  t.match(ready, { status: 'not ready', checks: [{}, { name: 'buffer', status: 'fail', message: /ENOSPC|disk full/ }] })
 })
 
 t.test('a full spool answers 429, never a silent drop', async t => {

@@ -141,7 +141,7 @@ export class Spool implements PointBuffer {
       const segment = this.segments[this.segments.length - 1]
       try {
         const { bytesWritten } = await this.active.writev(buffers, segment.size)
-        if (bytesWritten !== size) throw new Error(`short write to the spool (${bytesWritten} of ${size} bytes)`)
+        if (bytesWritten !== size) throw new Error(`short write to the spool (${bytesWritten} of ${size} bytes: is the disk full?)`)
         await this.active.datasync()
         segment.size += size
         this.bytes += size

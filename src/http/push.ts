@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest, HookHandlerDoneFunction } from 'fastify'
-import type { Writer } from '../writer'
+import { HoldError, type Writer } from '../writer'
+import { HttpError } from './errors'
 
 /** Seconds a client is asked to wait when the buffer is full. */
 const RETRY_AFTER_S = 1
@@ -31,7 +32,15 @@ export function acknowledge (writer: Writer, reply: FastifyReply, body: Buffer, 
 }
 
 async function acknowledgeWhenHeld (writer: Writer, reply: FastifyReply, body: Buffer, count: number, source: string): Promise<void> {
-  if (await writer.accept(body, count, source, ROOM_WAIT_MS)) await reply.code(204).send()
+  let held: boolean
+  try {
+    held = await writer.accept(body, count, source, ROOM_WAIT_MS)
+  } catch (err) {
+    if (!(err instanceof HoldError)) throw err
+    // Not the client's fault and not for good (a full disk): unavailable, try again later.
+    throw new HttpError(503, `${err.message}; retry after ${RETRY_AFTER_S} s`, { 'retry-after': String(RETRY_AFTER_S) })
+  }
+  if (held) await reply.code(204).send()
   else await tooManyPoints(reply, count)
 }
 
