@@ -51,7 +51,7 @@ const health: FastifyPluginAsyncTypebox = async (fastify) => {
       // pg honours query_timeout per query (its types do not list it): a hung connection is dropped.
       check('postgres', async () => await fastify.pg.query({ text: 'SELECT 1', query_timeout: CHECK_TIMEOUT_MS } as QueryConfig)),
       check('buffer', async () => {
-        const failure = fastify.writer.holdFailure
+        const failure = fastify.writer.bufferFailure
         if (failure !== undefined) throw new Error(failure)
       }),
       check('sink', async () => {

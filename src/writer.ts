@@ -113,8 +113,13 @@ export class Writer {
     return this.lastFailure?.message
   }
 
-  /** Why the buffer could not take the last points it was given (a full disk under SPOOL_DIR), or undefined. */
-  holdFailure?: string
+  private holdFailure?: string
+  private readFailure?: string
+
+  /** Why the buffer could not take the last points it was given (a full disk under SPOOL_DIR), or be read; undefined when it works. */
+  get bufferFailure (): string | undefined {
+    return this.holdFailure ?? this.readFailure
+  }
 
   /**
    * Resolves true once the points are held (with a spool: on disk), or false, holding nothing, when
@@ -263,7 +268,19 @@ export class Writer {
         await this.waitFor(1, undefined)
       }
       if (this.buffer.points - this.batched < this.options.batchSize && !this.closing) await this.waitFor(this.options.batchSize, this.options.flushInterval)
-      const chunk = await this.buffer.peek(this.options.batchSize)
+      let chunk: Chunk | undefined
+      try {
+        chunk = await this.buffer.peek(this.options.batchSize)
+        this.readFailure = undefined
+      } catch (err) {
+        // A buffer that cannot be read (the spool's files removed or unreadable) must not end the
+        // writer, and with it the process: it is reported and read again later.
+        this.readFailure = `the buffer cannot be read: ${(err as Error).message}`
+        this.options.log.error({ err }, `${this.readFailure}; trying again in ${this.options.maxRetryDelay} ms`)
+        if (this.closing) return undefined
+        await sleep(this.options.maxRetryDelay, this.stopWaiting.signal)
+        continue
+      }
       if (chunk !== undefined) {
         this.batched += chunk.count
         return this.batchOf(chunk.body, chunk.count)

@@ -1,10 +1,15 @@
 import t, { type Test } from 'tap'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer, type IncomingMessage } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import pino from 'pino'
 import { retryAfterMs } from '../src/http/retry-after'
 import { InfluxSink } from '../src/sinks/influxdb'
+import type { PointBuffer } from '../src/buffer/buffer'
 import { MemoryBuffer } from '../src/buffer/memory'
+import { Spool } from '../src/buffer/spool'
 import { Writer, type WriterOptions } from '../src/writer'
 import { freePort, latestBy, startVictoriaMetrics, waitFor, type VictoriaMetrics } from './helper'
 
@@ -51,7 +56,7 @@ const lines = (name: string, from: number, count: number): Buffer =>
   Buffer.from(Array.from({ length: count }, (_, i) => `${name},n=${from + i} v=${from + i}i ${1_700_000_000_000_000_000 + from + i}\n`).join(''))
 
 /** `buffer`: its size in points (a MemoryBuffer as plugins/writer.ts builds it), or the buffer itself. */
-const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}, buffer: number | MemoryBuffer = 10_000): Writer => {
+const startWriter = (t: Test, url: string, overrides: Partial<WriterOptions> = {}, buffer: number | PointBuffer = 10_000): Writer => {
   const writerOptions = options(overrides)
   // Small bodies share blocks of at most one batch.
   if (typeof buffer === 'number') buffer = new MemoryBuffer(buffer, Infinity, writerOptions.batchSize)
@@ -277,4 +282,17 @@ t.test('close() delivers what is buffered; what cannot be delivered by the deadl
   t.ok(Date.now() - started < 2000, 'close keeps its deadline')
   t.equal(stuck.stats.dropped.shutdown, 7, 'every undelivered point is counted')
   t.equal(stuck.stats.written, 0)
+})
+
+t.test('a buffer that cannot be read (the spool directory removed) is reported and read again; the writer does not die', async t => {
+  const vm = await startVictoriaMetrics(t)
+  const dir = await mkdtemp(join(tmpdir(), 'spool-'))
+  const spool = await Spool.open(dir, { maxBytes: 10_000_000, segmentBytes: 1000, log: pino({ level: 'silent' }) })
+  for (let i = 0; i < 5; i++) await spool.append({ body: lines('gone', i * 10, 10), count: 10 })
+  await rm(dir, { recursive: true })
+  const writer = startWriter(t, vm.url, { maxRetryDelay: 100 }, spool)
+  await waitFor(() => writer.bufferFailure, 'the read failure to be reported')
+  t.match(writer.bufferFailure, /^the buffer cannot be read: ENOENT/)
+  await new Promise(resolve => setTimeout(resolve, 300))
+  t.match(writer.bufferFailure, /ENOENT/, 'still reported while it lasts, and the process is still here')
 })
