@@ -44,6 +44,9 @@ const sleep = async (ms: number, signal: AbortSignal): Promise<void> => await ne
   }
 })
 
+/** At most one 'points dropped' line this often. */
+const DROP_LOG_MS = 10_000
+
 /** The buffer failed to take points (e.g. ENOSPC writing the spool): nothing was held, the caller may retry. */
 export class HoldError extends Error {
   name = 'HoldError'
@@ -113,6 +116,9 @@ export class Writer {
     return this.lastFailure?.message
   }
 
+  /** Drops not yet logged, and when the next may be (see dropFull). */
+  private unlogged = 0
+  private nextDropLog = 0
   private holdFailure?: string
   private readFailure?: string
 
@@ -211,9 +217,17 @@ export class Writer {
     for (const check of this.roomWaiters) check()
   }
 
+  /**
+   * Counted at once (/metrics is exact), logged at most every DROP_LOG_MS with the points dropped
+   * since the last line: a large poll into a full buffer drops in hundreds of chunks.
+   */
   private dropFull (count: number, source: string, why: string): void {
     this.stats.dropped.buffer_full += count
-    this.options.log.warn({ source, points: count }, `points dropped: ${why}`)
+    this.unlogged += count
+    if (Date.now() < this.nextDropLog) return
+    this.options.log.warn({ source, points: this.unlogged }, `points dropped: ${why}`)
+    this.unlogged = 0
+    this.nextDropLog = Date.now() + DROP_LOG_MS
   }
 
   private async run (): Promise<void> {

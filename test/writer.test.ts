@@ -226,8 +226,7 @@ t.test('a full buffer refuses new points instead of dropping them silently', asy
   t.ok(await writer.accept(lines('full', 0, 60), 60, 'push'))
   t.notOk(await writer.accept(lines('full', 60, 60), 60, 'push'), 'over the limit: refused, for the caller to retry')
   writer.acceptOrDrop(lines('full', 120, 60), 60, 'poll')
-  await waitFor(() => writer.stats.dropped.buffer_full === 60, 'the drop to be counted')
-  t.pass('a poller cannot retry: the drop is counted')
+  await waitFor(() => writer.stats.dropped.buffer_full === 60, 'a poller cannot retry: the drop to be counted')
   t.notOk(writer.holdNow(lines('full', 200, 41), 41, 'push'), 'holdNow refuses what does not fit, at once')
   t.equal(writer.bufferedPoints, 60, 'and holds none of it')
   t.ok(writer.holdNow(lines('full', 200, 30), 30, 'push'), 'what still fits is held at once by the memory buffer')
@@ -295,4 +294,17 @@ t.test('a buffer that cannot be read (the spool directory removed) is reported a
   t.match(writer.bufferFailure, /^the buffer cannot be read: ENOENT/)
   await new Promise(resolve => setTimeout(resolve, 300))
   t.match(writer.bufferFailure, /ENOENT/, 'still reported while it lasts, and the process is still here')
+})
+
+t.test('drops of a large poll into a full buffer are all counted, and logged once rather than per chunk', async t => {
+  const vm = await startVictoriaMetrics(t)
+  await vm.stop()
+  const logged: Array<{ msg: string, points: number }> = []
+  const log = pino({ level: 'warn' }, { write: (line: string) => { logged.push(JSON.parse(line)) } })
+  const writer = startWriter(t, vm.url, { log, maxRetryDelay: 200 }, 100)
+  t.ok(await writer.accept(lines('full', 0, 100), 100, 'push'))
+  for (let i = 0; i < 200; i++) writer.acceptOrDrop(lines('poll', i * 10, 10), 10, 'poll')
+  await waitFor(() => writer.stats.dropped.buffer_full === 2000, 'every drop counted')
+  const drops = logged.filter(l => l.msg === 'points dropped: buffer full')
+  t.equal(drops.length, 1, 'one line, not 200')
 })
