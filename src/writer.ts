@@ -116,9 +116,9 @@ export class Writer {
     return this.lastFailure?.message
   }
 
-  /** Drops not yet logged, and when the next may be (see dropFull). */
-  private unlogged = 0
-  private nextDropLog = 0
+  /** Drops not yet logged, with the last one's source and reason, and the timer that logs them (see dropFull). */
+  private unlogged = { points: 0, source: '', why: '' }
+  private dropLogTimer?: NodeJS.Timeout
   private holdFailure?: string
   private readFailure?: string
 
@@ -209,6 +209,8 @@ export class Writer {
       this.options.log.error({ points: left }, 'shutdown deadline passed: points not delivered')
       this.stats.dropped.shutdown += left
     }
+    clearTimeout(this.dropLogTimer)
+    this.logDrops()
     await this.buffer.close()
   }
 
@@ -223,11 +225,18 @@ export class Writer {
    */
   private dropFull (count: number, source: string, why: string): void {
     this.stats.dropped.buffer_full += count
-    this.unlogged += count
-    if (Date.now() < this.nextDropLog) return
-    this.options.log.warn({ source, points: this.unlogged }, `points dropped: ${why}`)
-    this.unlogged = 0
-    this.nextDropLog = Date.now() + DROP_LOG_MS
+    this.unlogged = { points: this.unlogged.points + count, source, why }
+    if (this.dropLogTimer === undefined) this.logDrops()
+  }
+
+  /** Logs the drops since the last line, if any; while they go on (and until close), again after DROP_LOG_MS. */
+  private logDrops (): void {
+    this.dropLogTimer = undefined
+    const { points, source, why } = this.unlogged
+    if (points === 0) return
+    this.options.log.warn({ source, points }, `points dropped: ${why}`)
+    this.unlogged = { points: 0, source: '', why: '' }
+    if (!this.closing) this.dropLogTimer = setTimeout(() => this.logDrops(), DROP_LOG_MS).unref()
   }
 
   private async run (): Promise<void> {
