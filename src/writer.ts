@@ -46,6 +46,7 @@ const sleep = async (ms: number, signal: AbortSignal): Promise<void> => await ne
 
 /** At most one 'points dropped' line this often. */
 const DROP_LOG_MS = 10_000
+const NO_DROPS = { points: 0, source: '', why: '' }
 
 /** The buffer failed to take points (e.g. ENOSPC writing the spool): nothing was held, the caller may retry. */
 export class HoldError extends Error {
@@ -117,7 +118,7 @@ export class Writer {
   }
 
   /** Drops not yet logged, with the last one's source and reason, and the timer that logs them (see dropFull). */
-  private unlogged = { points: 0, source: '', why: '' }
+  private unlogged = NO_DROPS
   private dropLogTimer?: NodeJS.Timeout
   private holdFailure?: string
   private readFailure?: string
@@ -235,7 +236,7 @@ export class Writer {
     const { points, source, why } = this.unlogged
     if (points === 0) return
     this.options.log.warn({ source, points }, `points dropped: ${why}`)
-    this.unlogged = { points: 0, source: '', why: '' }
+    this.unlogged = NO_DROPS
     if (!this.closing) this.dropLogTimer = setTimeout(() => this.logDrops(), DROP_LOG_MS).unref()
   }
 
